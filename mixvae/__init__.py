@@ -1,0 +1,27 @@
+"""mixvae: variational autoencoders whose priors and guides are swappable parts.
+
+Every model (prior + decoder) pairs with every guide (encoder) under one
+``SVI`` + ``TraceEnum_ELBO(max_plate_nesting=1)`` loop; discrete mixture
+components are summed out exactly by enumeration.
+"""
+
+__version__ = "0.1.0"
+
+from mixvae.config import TrainConfig  # noqa: E402
+from mixvae.data import DATASETS, load_dataset  # noqa: E402
+from mixvae.guides import GUIDES  # noqa: E402
+from mixvae.inference import build, load_run, train  # noqa: E402
+from mixvae.models import PRIORS, VAE  # noqa: E402
+
+__all__ = [
+    "DATASETS",
+    "GUIDES",
+    "PRIORS",
+    "VAE",
+    "TrainConfig",
+    "__version__",
+    "build",
+    "load_dataset",
+    "load_run",
+    "train",
+]

@@ -1,0 +1,106 @@
+"""One flat configuration per training run, mapped one-to-one onto CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mixvae.errors import ConfigError
+
+#: bumped when a checkpoint written by an older mixvae can no longer be read
+FORMAT_VERSION = 1
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as ``config.json`` in the run folder.
+
+    Each field is the CLI flag of the same name (``latent_dim`` is ``--latent-dim``).
+    """
+
+    prior: str = _opt("gmm", "prior over the latent code (see `mixvae list`)")
+    guide: str = _opt("categorical", "encoder / variational family (see `mixvae list`)")
+    dataset: str = _opt("digits", "data set (see `mixvae list`)")
+    data_dir: str | None = _opt(
+        None, "folder with the data files (default: ~/.cache/mixvae/DATASET)"
+    )
+    download: bool = _opt(True, "download missing data files (--no-download to forbid)")
+    binarize: str = _opt("none", "binarisation of the data: none | dynamic", choices=("none", "dynamic"))
+    likelihood: str = _opt("bernoulli", "decoder likelihood: bernoulli (data in [0, 1]) | gaussian")
+    latent_dim: int = _opt(10, "dimension D of z")
+    components: int = _opt(10, "number K of prior mixture components (and of the categorical guide)")
+    guide_components: int | None = _opt(
+        None, "components of the mixture guide (default: --components)"
+    )
+    hidden: tuple[int, ...] = _opt(
+        (512, 512), "hidden layer sizes of encoder and decoder, comma-separated ('' for linear)"
+    )
+    epochs: int = _opt(30, "number of passes over the training data")
+    batch_size: int = _opt(128, "minibatch size")
+    lr: float = _opt(1e-3, "Adam learning rate")
+    warmup_epochs: float = _opt(
+        0.0, "KL warm-up: scale every latent site by beta rising linearly to 1 over this many epochs"
+    )
+    seed: int = _opt(0, "random seed")
+    checkpoint_every: int = _opt(10, "write checkpoint.pt every N epochs (and at the end)")
+    eval_batch_size: int = _opt(1000, "minibatch size for held-out evaluation")
+    device: str = _opt("cpu", "torch device: cpu | cuda")
+    out: str | None = _opt(None, "run folder (default: runs/PRIOR-GUIDE-DATASET-TIMESTAMP)")
+    overwrite: bool = _opt(False, "replace a run already in --out")
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first impossible setting and its fix."""
+        positive = {
+            "latent_dim": "--latent-dim",
+            "components": "--components",
+            "epochs": "--epochs",
+            "batch_size": "--batch-size",
+            "checkpoint_every": "--checkpoint-every",
+            "eval_batch_size": "--eval-batch-size",
+        }
+        for name, flag in positive.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
+        if self.guide_components is not None and self.guide_components < 1:
+            raise ConfigError(
+                f"--guide-components must be a positive integer, got {self.guide_components!r}"
+            )
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(f"--hidden sizes must be positive, got {self.hidden!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr!r}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs!r}")
+        if self.binarize not in ("none", "dynamic"):
+            raise ConfigError(f"--binarize must be 'none' or 'dynamic', got {self.binarize!r}")
+        if self.binarize == "dynamic" and self.likelihood != "bernoulli":
+            raise ConfigError("--binarize dynamic needs --likelihood bernoulli")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown configuration keys {unknown}; this run was written by another "
+                "mixvae version"
+            )
+        return cls(**d)

@@ -1,0 +1,19 @@
+"""Data sets, returned whole as tensors (they fit in memory).
+
+``DATASETS`` is the registry the CLI and the Python API share.
+"""
+
+from __future__ import annotations
+
+from mixvae.data import digits as _digits  # noqa: F401 - registers "digits"
+from mixvae.data import mnist as _mnist  # noqa: F401 - registers "mnist", "fashion-mnist"
+from mixvae.data.base import DATASETS, Dataset
+from mixvae.data.idx import read_idx
+
+
+def load_dataset(name: str, data_dir: str | None = None, download: bool = True) -> Dataset:
+    """Load a registered data set by name (see ``DATASETS.names()``)."""
+    return DATASETS[name](data_dir, download)
+
+
+__all__ = ["DATASETS", "Dataset", "load_dataset", "read_idx"]

@@ -1,0 +1,20 @@
+"""Guides: amortised encoders q(z | x), some also providing the model's ``y``.
+
+``GUIDES`` is the registry the CLI and the Python API share; a new guide is
+one :class:`Guide` subclass plus one registry line.
+"""
+
+from mixvae.guides.base import GUIDES, Guide
+from mixvae.guides.categorical import CategoricalGuide
+from mixvae.guides.gaussian import GaussianGuide
+from mixvae.guides.mixture import MixtureGuide, UnivariateMixtureOfNormals, diag_normal_mixture
+
+__all__ = [
+    "GUIDES",
+    "CategoricalGuide",
+    "GaussianGuide",
+    "Guide",
+    "MixtureGuide",
+    "UnivariateMixtureOfNormals",
+    "diag_normal_mixture",
+]

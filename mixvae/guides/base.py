@@ -1,0 +1,65 @@
+"""The guide contract shared by every encoder."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+
+from mixvae.nn import data_plate, unique_pyro_name
+from mixvae.registry import Registry
+
+if TYPE_CHECKING:
+    from mixvae.config import TrainConfig
+
+GUIDES: Registry[type[Guide]] = Registry("guide")
+
+
+class Guide(PyroModule):
+    """An amortised encoder providing ``"z"`` (and possibly the model's ``"y"``).
+
+    Subclasses implement :meth:`q_z` and :meth:`sample_latents`; calling the
+    guide runs it as a Pyro guide inside the ``"data"`` plate.
+
+    :param data_dim: dimension P of ``x``.
+    :param latent_dim: dimension D of ``z``.
+    """
+
+    #: the model's discrete site this guide provides (``None``: it provides only z)
+    discrete_site: str | None = None
+    story: str = ""
+    name: str = ""
+
+    def __init__(self, data_dim: int, latent_dim: int) -> None:
+        super().__init__(name=unique_pyro_name(self))
+        self.data_dim = data_dim
+        self.latent_dim = latent_dim
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, data_dim: int) -> Guide:
+        """Build the guide a training configuration asks for."""
+        raise NotImplementedError
+
+    @property
+    def num_components(self) -> int:
+        """Number of components of q(z | x) (1 for a Gaussian)."""
+        return 1
+
+    def q_z(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """The encoder distribution q(z | x): batch shape (B,), event shape (D,)."""
+        raise NotImplementedError
+
+    def component_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of q(y | x), shape (B, K); only for guides that provide ``y``."""
+        raise NotImplementedError(f"guide {self.name!r} does not provide a discrete site")
+
+    def sample_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """Declare the guide's sample sites (inside the data plate); return z."""
+        return pyro.sample("z", self.q_z(x))
+
+    def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
+        with data_plate(x, num_data):
+            return self.sample_latents(x)

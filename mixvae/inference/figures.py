@@ -1,0 +1,93 @@
+"""PNG figures of a run (matplotlib's object API: no pyplot, no global backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mixvae.guides import Guide
+from mixvae.models import VAE
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _image_grid(images: torch.Tensor, rows: int, cols: int, shape: tuple[int, int]) -> np.ndarray:
+    h, w = shape
+    imgs = images.detach().cpu().reshape(rows, cols, h, w).clamp(0, 1)
+    return imgs.permute(0, 2, 1, 3).reshape(rows * h, cols * w).numpy()
+
+
+def plot_losses(metrics: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Training loss (negative beta-ELBO) and held-out negative ELBO per epoch."""
+    fig = _figure(6, 4)
+    ax = fig.add_subplot()
+    epochs = [m["epoch"] for m in metrics]
+    ax.plot(epochs, [m["train_loss"] for m in metrics], label="train loss (-ELBO, with warm-up)")
+    ax.plot(epochs, [-m["heldout_elbo"] for m in metrics], label="held-out -ELBO")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per datapoint")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+@torch.no_grad()
+def plot_reconstructions(
+    model: VAE, guide: Guide, x: torch.Tensor, shape: tuple[int, int], path: str | Path
+) -> None:
+    """Top row: data; bottom row: decoder mean at the encoder mean."""
+    n = min(10, len(x))
+    recon = model.decoder.mean(guide.q_z(x[:n]).mean)
+    fig = _figure(n, 2.2)
+    ax = fig.add_subplot()
+    ax.imshow(_image_grid(torch.cat([x[:n], recon]), 2, n, shape), cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title("data (top) and reconstructions (bottom)")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+@torch.no_grad()
+def plot_prior_samples(model: VAE, shape: tuple[int, int], path: str | Path, cols: int = 10) -> None:
+    """Decoder means of prior draws; one row per component for a mixture prior."""
+    k = model.prior.num_components
+    if k:
+        images = torch.cat([model.sample(cols, component=j) for j in range(k)])
+        rows, title = k, "samples from the prior, one row per component"
+    else:
+        rows, title = cols, "samples from the prior"
+        images = model.sample(rows * cols)
+    fig = _figure(cols, rows + 0.4)
+    ax = fig.add_subplot()
+    ax.imshow(_image_grid(images, rows, cols, shape), cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+@torch.no_grad()
+def plot_latent_scatter(
+    guide: Guide, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path
+) -> None:
+    """Encoder means of a 2-D latent code, coloured by label."""
+    z = guide.q_z(x).mean.cpu().numpy()
+    fig = _figure(5, 5)
+    ax = fig.add_subplot()
+    colours = None if labels is None else labels.cpu().numpy()
+    points = ax.scatter(z[:, 0], z[:, 1], c=colours, cmap="tab10", s=4)
+    if labels is not None:
+        fig.colorbar(points, ax=ax, label="label")
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
+    ax.set_title("encoder means of the held-out data")
+    fig.tight_layout()
+    fig.savefig(path)

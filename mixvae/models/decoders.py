@@ -1,0 +1,80 @@
+"""Decoders: p(x | z) for data flattened to vectors of length P."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.nn import PyroModule, PyroParam
+
+from mixvae.nn import mlp
+from mixvae.registry import Registry
+
+LIKELIHOODS: Registry[type[Decoder]] = Registry("likelihood")
+
+
+class Decoder(PyroModule):
+    """An MLP from ``z`` to the parameters of p(x | z), independent over pixels.
+
+    :param latent_dim: dimension D of ``z``.
+    :param data_dim: dimension P of ``x``.
+    :param hidden: hidden layer sizes; ``()`` gives a linear decoder.
+    """
+
+    #: whether x must lie in [0, 1]
+    unit_interval: bool = False
+    name: str = ""
+
+    def __init__(self, latent_dim: int, data_dim: int, hidden: Sequence[int] = (512, 512)) -> None:
+        super().__init__()
+        self.net = mlp([latent_dim, *hidden, data_dim])
+
+    def forward(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """p(x | z), batch shape ``z.shape[:-1]``, event shape (P,)."""
+        raise NotImplementedError
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x | z], for reconstructions and sample figures."""
+        raise NotImplementedError
+
+
+@LIKELIHOODS.register("bernoulli")
+class BernoulliDecoder(Decoder):
+    r""":math:`x_p \mid z \sim \mathrm{Bernoulli}(\mathrm{sigmoid}(f(z))_p)`, for data in [0, 1].
+
+    Grey levels in (0, 1) are allowed; their log-likelihood is the negative
+    binary cross-entropy, as in most VAE code.  Use ``--binarize dynamic`` for
+    the usual binarised-MNIST likelihood.
+    """
+
+    unit_interval = True
+
+    def forward(self, z: torch.Tensor) -> dist.TorchDistribution:
+        # validate_args=False: grey levels are not in Bernoulli's {0, 1} support.
+        return dist.Bernoulli(logits=self.net(z), validate_args=False).to_event(1)
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(z))
+
+
+@LIKELIHOODS.register("gaussian")
+class GaussianDecoder(Decoder):
+    r""":math:`x_p \mid z \sim \mathcal{N}(f(z)_p, s_p^2)` with a learned per-pixel scale :math:`s`."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        data_dim: int,
+        hidden: Sequence[int] = (512, 512),
+        init_scale: float = 1.0,
+    ) -> None:
+        super().__init__(latent_dim, data_dim, hidden)
+        self.scale = PyroParam(torch.full((data_dim,), float(init_scale)), constraints.positive)
+
+    def forward(self, z: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Normal(self.net(z), self.scale).to_event(1)
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

@@ -1,0 +1,155 @@
+"""Priors over the latent code ``z`` (and, for mixtures, the component ``y``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.nn import PyroModule, PyroParam
+
+from mixvae.registry import Registry
+
+if TYPE_CHECKING:
+    from mixvae.config import TrainConfig
+
+PRIORS: Registry[type[Prior]] = Registry("prior")
+
+
+class Prior(PyroModule):
+    """Base class of the priors.
+
+    A prior declares its latent sample sites when called inside the model's
+    ``pyro.plate("data", ...)`` and returns ``z``.  It also exposes the exact
+    marginal density of ``z`` (discrete components summed out) as a torch
+    distribution, for evaluation and sampling.
+
+    :param latent_dim: dimension D of ``z``.
+    """
+
+    #: name of the discrete component site, or ``None`` for priors without one
+    discrete_site: str | None = None
+    #: one-line generative story, shown by ``mixvae list``
+    story: str = ""
+    name: str = ""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, data_dim: int, guide: torch.nn.Module) -> Prior:
+        """Build the prior a training configuration asks for.
+
+        ``guide`` is handed over for priors built on the encoder (VampPrior).
+        """
+        return cls(config.latent_dim)
+
+    @property
+    def num_components(self) -> int:
+        """Number of values of the discrete site (0 when there is none)."""
+        return 0
+
+    def forward(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def marginal(self) -> dist.TorchDistribution:
+        """p(z) with every discrete component summed out, event shape (D,)."""
+        raise NotImplementedError
+
+    def component_log_posterior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(y | z), shape ``z.shape[:-1] + (K,)``; only for mixture priors."""
+        raise NotImplementedError(f"prior {self.name!r} has no discrete component")
+
+    def component_distribution(self, k: int) -> dist.TorchDistribution:
+        """p(z | y = k); only for mixture priors."""
+        raise NotImplementedError(f"prior {self.name!r} has no discrete component")
+
+
+@PRIORS.register("standard")
+class StandardPrior(Prior):
+    r"""The classic VAE prior.
+
+    .. math::
+
+        z \sim \mathcal{N}(0, I_D)
+    """
+
+    story = "z ~ N(0, I)"
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__(latent_dim)
+        self.register_buffer("_zeros", torch.zeros(latent_dim))
+
+    def marginal(self) -> dist.TorchDistribution:
+        return dist.Normal(self._zeros, 1.0).to_event(1)
+
+    def forward(self) -> torch.Tensor:
+        return pyro.sample("z", self.marginal())
+
+
+@PRIORS.register("gmm")
+class GMMPrior(Prior):
+    r"""A learned Gaussian-mixture prior with the component summed out exactly.
+
+    .. math::
+
+        y &\sim \mathrm{Categorical}(\pi) \\
+        z \mid y &\sim \mathcal{N}(\mu_y, \mathrm{diag}\,\sigma_y^2)
+
+    :math:`\pi` (through logits), :math:`\mu` and :math:`\sigma` (through a
+    positive transform) are learned.  ``y`` is marked for parallel
+    enumeration, so a guide that does not provide ``y`` gets it summed out by
+    :class:`~pyro.infer.TraceEnum_ELBO`; a guide that provides ``y`` (the
+    ``categorical`` guide) replaces it.
+
+    :param latent_dim: dimension D of ``z``.
+    :param num_components: number K of mixture components.
+    :param init_spread: standard deviation of the random initial means.
+    """
+
+    discrete_site = "y"
+    story = "y ~ Cat(pi), z | y ~ N(mu_y, diag sigma_y^2)"
+
+    def __init__(self, latent_dim: int, num_components: int, init_spread: float = 1.0) -> None:
+        super().__init__(latent_dim)
+        self.logits = PyroParam(torch.zeros(num_components))
+        self.locs = PyroParam(init_spread * torch.randn(num_components, latent_dim))
+        self.scales = PyroParam(torch.ones(num_components, latent_dim), constraints.positive)
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, data_dim: int, guide: torch.nn.Module) -> GMMPrior:
+        return cls(config.latent_dim, config.components)
+
+    @property
+    def num_components(self) -> int:
+        return self.logits.shape[-1]
+
+    def y_dist(self) -> dist.TorchDistribution:
+        return dist.Categorical(logits=self.logits)
+
+    def z_dist(self, y: torch.Tensor) -> dist.TorchDistribution:
+        # Plain indexing broadcasts from the right: y of shape (K, 1) under
+        # enumeration gives (K, 1, D); y of shape (B,) gives (B, D).
+        return dist.Normal(self.locs[y], self.scales[y]).to_event(1)
+
+    def forward(self) -> torch.Tensor:
+        y = pyro.sample("y", self.y_dist(), infer={"enumerate": "parallel"})
+        return pyro.sample("z", self.z_dist(y))
+
+    def _components(self) -> dist.TorchDistribution:
+        return dist.Normal(self.locs, self.scales).to_event(1)  # batch (K,)
+
+    def marginal(self) -> dist.TorchDistribution:
+        return dist.MixtureSameFamily(
+            dist.Categorical(logits=self.logits), self._components()
+        )
+
+    def component_log_posterior(self, z: torch.Tensor) -> torch.Tensor:
+        joint = self._components().log_prob(z.unsqueeze(-2)) + self.logits.log_softmax(-1)
+        return joint.log_softmax(-1)
+
+    def component_distribution(self, k: int) -> dist.TorchDistribution:
+        return dist.Normal(self.locs[k], self.scales[k]).to_event(1)

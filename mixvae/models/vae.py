@@ -1,0 +1,49 @@
+"""The model: a prior over the latent sites plus a decoder for ``x``."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro.nn import PyroModule
+
+from mixvae.models.decoders import Decoder
+from mixvae.models.priors import Prior
+from mixvae.nn import data_plate, unique_pyro_name
+
+
+class VAE(PyroModule):
+    r"""A variational-autoencoder model: ``prior`` then ``decoder``.
+
+    .. math::
+
+        z &\sim p(z) \quad \text{(with a component } y \text{ for mixture priors)} \\
+        x \mid z &\sim p_\theta(x \mid z)
+
+    Calling the model runs it as a Pyro model; all its local sites live in one
+    ``pyro.plate("data", num_data)`` (``max_plate_nesting=1``).
+
+    :param prior: a :class:`~mixvae.models.priors.Prior`.
+    :param decoder: a :class:`~mixvae.models.decoders.Decoder`.
+    """
+
+    def __init__(self, prior: Prior, decoder: Decoder) -> None:
+        super().__init__(name=unique_pyro_name(self))
+        self.prior = prior
+        self.decoder = decoder
+
+    @property
+    def latent_dim(self) -> int:
+        return self.prior.latent_dim
+
+    def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
+        """Score ``x`` (shape (B, P)); ``num_data`` scales the minibatch to the data set."""
+        with data_plate(x, num_data):
+            z = self.prior()
+            pyro.sample("x", self.decoder(z), obs=x)
+        return z
+
+    @torch.no_grad()
+    def sample(self, n: int, component: int | None = None) -> torch.Tensor:
+        """Decoder means E[x | z] for ``n`` draws of z from the prior (or one component)."""
+        p = self.prior.marginal() if component is None else self.prior.component_distribution(component)
+        return self.decoder.mean(p.sample((n,)))

@@ -1,0 +1,60 @@
+"""Network building blocks shared by the models and the guides."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import pyro
+import torch
+from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
+from torch import nn
+
+_instance_ids = itertools.count()
+
+
+def unique_pyro_name(obj: object) -> str:
+    """A Pyro name prefix that no other live mixvae module shares.
+
+    Pyro's global parameter store is keyed by name; two models built in one
+    process with the default empty prefix would silently share parameters.
+    """
+    return f"{type(obj).__name__.lower()}{next(_instance_ids)}"
+
+
+def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> PyroModule:
+    """A multi-layer perceptron ``sizes[0] -> ... -> sizes[-1]``.
+
+    An activation follows every layer except the last, so ``mlp([d, k])`` is a
+    plain affine map.  The result is a :class:`~pyro.nn.PyroModule` so that its
+    weights are Pyro parameters, visible both to ``torch.optim`` and to
+    ``pyro.optim`` through :class:`~pyro.infer.SVI`.
+    """
+    if len(sizes) < 2:
+        raise ValueError("an MLP needs at least an input and an output size")
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    net = nn.Sequential(*layers)
+    to_pyro_module_(net)
+    return net  # type: ignore[return-value]
+
+
+def positive(raw: torch.Tensor, minimum: float = 1e-4) -> torch.Tensor:
+    """Softplus map to scales bounded away from zero."""
+    return nn.functional.softplus(raw) + minimum
+
+
+def data_plate(x: torch.Tensor, num_data: int | None) -> pyro.plate:
+    """The ``"data"`` plate over a minibatch ``x`` drawn from ``num_data`` points.
+
+    The minibatch is used as it is: the plate only supplies the
+    ``num_data / len(x)`` scale and draws no random indices (which is also what
+    data-parallel workers need).  ``num_data=None`` means ``x`` is the whole set.
+    """
+    batch = x.shape[0]
+    size = batch if num_data is None else int(num_data)
+    return pyro.plate("data", size, subsample=torch.arange(batch, device=x.device))
