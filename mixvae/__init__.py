@@ -7,11 +7,11 @@ components are summed out exactly by enumeration.
 
 __version__ = "0.1.0"
 
-from mixvae.config import TrainConfig  # noqa: E402
-from mixvae.data import DATASETS, load_dataset  # noqa: E402
-from mixvae.guides import GUIDES  # noqa: E402
-from mixvae.inference import build, load_run, train  # noqa: E402
-from mixvae.models import PRIORS, VAE  # noqa: E402
+from mixvae.config import TrainConfig
+from mixvae.data import DATASETS, load_dataset
+from mixvae.guides import GUIDES
+from mixvae.inference import build, load_run, train
+from mixvae.models import PRIORS, VAE
 
 __all__ = [
     "DATASETS",

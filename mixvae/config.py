@@ -13,7 +13,7 @@ from mixvae.errors import ConfigError
 FORMAT_VERSION = 1
 
 
-def _opt(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002
+def _opt(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
 
@@ -27,17 +27,13 @@ class TrainConfig:
     prior: str = _opt("gmm", "prior over the latent code (see `mixvae list`)")
     guide: str = _opt("categorical", "encoder / variational family (see `mixvae list`)")
     dataset: str = _opt("digits", "data set (see `mixvae list`)")
-    data_dir: str | None = _opt(
-        None, "folder with the data files (default: ~/.cache/mixvae/DATASET)"
-    )
+    data_dir: str | None = _opt(None, "folder with the data files (default: ~/.cache/mixvae/DATASET)")
     download: bool = _opt(True, "download missing data files (--no-download to forbid)")
     binarize: str = _opt("none", "binarisation of the data: none | dynamic", choices=("none", "dynamic"))
     likelihood: str = _opt("bernoulli", "decoder likelihood: bernoulli (data in [0, 1]) | gaussian")
     latent_dim: int = _opt(10, "dimension D of z")
     components: int = _opt(10, "number K of prior mixture components (and of the categorical guide)")
-    guide_components: int | None = _opt(
-        None, "components of the mixture guide (default: --components)"
-    )
+    guide_components: int | None = _opt(None, "components of the mixture guide (default: --components)")
     hidden: tuple[int, ...] = _opt(
         (512, 512), "hidden layer sizes of encoder and decoder, comma-separated ('' for linear)"
     )
@@ -72,9 +68,7 @@ class TrainConfig:
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
         if self.guide_components is not None and self.guide_components < 1:
-            raise ConfigError(
-                f"--guide-components must be a positive integer, got {self.guide_components!r}"
-            )
+            raise ConfigError(f"--guide-components must be a positive integer, got {self.guide_components!r}")
         if any(h < 1 for h in self.hidden):
             raise ConfigError(f"--hidden sizes must be positive, got {self.hidden!r}")
         if not self.lr > 0:
@@ -100,7 +94,6 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(
-                f"unknown configuration keys {unknown}; this run was written by another "
-                "mixvae version"
+                f"unknown configuration keys {unknown}; this run was written by another mixvae version"
             )
         return cls(**d)

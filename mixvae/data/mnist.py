@@ -61,7 +61,7 @@ def _download(name: str, root: Path) -> None:
         cls(str(root), train=True, download=True)
         cls(str(root), train=False, download=True)
         return
-    except Exception:  # noqa: BLE001 - torchvision is optional; fall back to plain HTTP
+    except Exception:
         pass
     errors = []
     for fname in FILES.values():
@@ -112,7 +112,7 @@ def load_idx_dataset(name: str, data_dir: str | None, download: bool) -> Dataset
             )
     shape = tuple(arrays["train_x"].shape[1:])
 
-    def images(a):  # noqa: ANN001, ANN202
+    def images(a):
         return torch.as_tensor(a.reshape(len(a), -1), dtype=torch.float32) / 255.0
 
     return Dataset(

@@ -4,10 +4,14 @@
 one :class:`Guide` subclass plus one registry line.
 """
 
+# Import order is registration order, the order `mixvae list` shows.
+# isort: off
 from mixvae.guides.base import GUIDES, Guide
-from mixvae.guides.categorical import CategoricalGuide
 from mixvae.guides.gaussian import GaussianGuide
 from mixvae.guides.mixture import MixtureGuide, UnivariateMixtureOfNormals, diag_normal_mixture
+from mixvae.guides.categorical import CategoricalGuide
+
+# isort: on
 
 __all__ = [
     "GUIDES",

@@ -55,7 +55,7 @@ class UnivariateMixtureOfNormals(dist.TorchDistribution):
         self.component_logits = component_logits.expand(batch_shape + (k,))
         super().__init__(batch_shape, torch.Size((1,)), validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):  # noqa: ANN001, ANN201
+    def expand(self, batch_shape, _instance=None):
         batch_shape = torch.Size(batch_shape)
         k = self.component_logits.shape[-1]
         return type(self)(

@@ -47,12 +47,14 @@ def component_posterior(
     return torch.cat(out)
 
 
-def cluster_assignments(model: VAE, guide: Guide, x: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: ANN003
+def cluster_assignments(model: VAE, guide: Guide, x: torch.Tensor, **kwargs) -> torch.Tensor:
     """The most probable component of each datapoint (see :func:`component_posterior`)."""
     return component_posterior(model, guide, x, **kwargs).argmax(-1)
 
 
-def clustering_scores(clusters: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> dict[str, float]:
+def clustering_scores(
+    clusters: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor
+) -> dict[str, float]:
     """Unsupervised clustering scores against true labels.
 
     * ``acc_hungarian``: accuracy under the best one-to-one cluster -> label map
@@ -76,5 +78,5 @@ def clustering_scores(clusters: np.ndarray | torch.Tensor, labels: np.ndarray | 
         "acc_majority": float(counts.max(axis=1).sum() / len(c)),
         "nmi": float(normalized_mutual_info_score(y, c)),
         "ari": float(adjusted_rand_score(y, c)),
-        "n_clusters_used": int(len(np.unique(c))),
+        "n_clusters_used": len(np.unique(c)),
     }

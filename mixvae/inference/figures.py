@@ -75,9 +75,7 @@ def plot_prior_samples(model: VAE, shape: tuple[int, int], path: str | Path, col
 
 
 @torch.no_grad()
-def plot_latent_scatter(
-    guide: Guide, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path
-) -> None:
+def plot_latent_scatter(guide: Guide, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path) -> None:
     """Encoder means of a 2-D latent code, coloured by label."""
     z = guide.q_z(x).mean.cpu().numpy()
     fig = _figure(5, 5)

@@ -30,7 +30,9 @@ class LatentScale(Messenger):
             msg["scale"] = self.beta * msg["scale"]
 
 
-def make_elbo(num_particles: int = 1, vectorize_particles: bool = False, enumerates: bool = True) -> TraceEnum_ELBO:
+def make_elbo(
+    num_particles: int = 1, vectorize_particles: bool = False, enumerates: bool = True
+) -> TraceEnum_ELBO:
     """The objective of every model/guide pair.
 
     :param enumerates: whether the pair has a discrete site to sum out; when
@@ -65,8 +67,9 @@ def evaluate_elbo(
     Runs in minibatches under a forked RNG seeded with ``seed``, so the result
     is reproducible and the caller's random stream is left untouched.
     """
-    elbo = make_elbo(num_particles, vectorize_particles=num_particles > 1,
-                     enumerates=has_discrete_site(model, guide))
+    elbo = make_elbo(
+        num_particles, vectorize_particles=num_particles > 1, enumerates=has_discrete_site(model, guide)
+    )
     total = 0.0
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):

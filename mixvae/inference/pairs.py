@@ -35,6 +35,20 @@ def check_pair(model: VAE, guide: Guide) -> None:
         )
 
 
+def check_names(config: TrainConfig) -> None:
+    """Check the names and the pairing of a configuration before any work is done."""
+    for registry, name in ((PRIORS, config.prior), (GUIDES, config.guide), (LIKELIHOODS, config.likelihood)):
+        registry[name]  # raises UnknownNameError listing the valid names
+    if config.prior not in compatible_priors(config.guide):
+        site = GUIDES[config.guide].discrete_site
+        raise IncompatiblePairError(
+            f"guide {config.guide!r} provides a discrete site {site!r} that prior {config.prior!r} "
+            f"does not have (it would inflate the ELBO by up to log K); pair {config.guide!r} with "
+            f"one of the priors {', '.join(compatible_priors(config.guide))}, or use a guide "
+            "without it (gaussian, mixture)"
+        )
+
+
 def compatible_priors(guide_name: str) -> list[str]:
     """The priors a registered guide can pair with."""
     site = GUIDES[guide_name].discrete_site

@@ -17,13 +17,13 @@ from tqdm.auto import tqdm
 
 from mixvae import __version__
 from mixvae.config import FORMAT_VERSION, TrainConfig
-from mixvae.data import Dataset, load_dataset
+from mixvae.data import DATASETS, Dataset, load_dataset
 from mixvae.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from mixvae.guides import Guide
 from mixvae.inference.checkpoint import load_checkpoint, save_checkpoint
 from mixvae.inference.clustering import cluster_assignments, clustering_scores
 from mixvae.inference.objectives import LatentScale, evaluate_elbo, has_discrete_site, make_elbo
-from mixvae.inference.pairs import build
+from mixvae.inference.pairs import build, check_names
 from mixvae.models import VAE
 
 #: seed of the one-off binarisation of evaluation data (``--binarize dynamic``)
@@ -58,7 +58,9 @@ def check_data(data: Dataset, config: TrainConfig) -> None:
         if x.ndim != 2 or len(x) == 0:
             raise DataError(f"the {split} data must be a non-empty (N, P) tensor, got shape {tuple(x.shape)}")
         if not torch.isfinite(x).all():
-            raise DataError(f"the {split} data of {data.name!r} contains NaN or inf; clean or impute it first")
+            raise DataError(
+                f"the {split} data of {data.name!r} contains NaN or inf; clean or impute it first"
+            )
         if config.likelihood == "bernoulli" and (x.min() < 0 or x.max() > 1):
             raise DataError(
                 f"the {split} data lies in [{float(x.min()):.3g}, {float(x.max()):.3g}], outside the "
@@ -87,7 +89,9 @@ def prepare_run_dir(config: TrainConfig) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise ConfigError(f"cannot write to the run folder {run_dir} ({e.strerror}); choose another --out") from None
+        raise ConfigError(
+            f"cannot write to the run folder {run_dir} ({e.strerror}); choose another --out"
+        ) from None
     if config.overwrite:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     return run_dir
@@ -100,7 +104,9 @@ def _eval_data(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     return x
 
 
-def _payload(run: Run, optimizer: torch.optim.Optimizer, data_dim: int, step: int, gen: torch.Generator) -> dict:
+def _payload(
+    run: Run, optimizer: torch.optim.Optimizer, data_dim: int, step: int, gen: torch.Generator
+) -> dict:
     return {
         "format_version": FORMAT_VERSION,
         "mixvae_version": __version__,
@@ -139,7 +145,10 @@ def train(
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     config.validate()
+    check_names(config)
     device = resolve_device(config.device)
+    if dataset is None:
+        DATASETS[config.dataset]  # unknown names fail before any loading
     data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
     check_data(data, config)
     run_dir = prepare_run_dir(config)
@@ -230,8 +239,9 @@ def summarize(run: Run, data: Dataset, seconds: float | None = None) -> dict[str
         "epochs": run.epoch,
         "num_train": len(data.train_x),
         "num_heldout": len(data.test_x),
-        "train_elbo": evaluate_elbo(model, guide, _eval_data(data.train_x.to(device), config),
-                                    batch_size=config.eval_batch_size),
+        "train_elbo": evaluate_elbo(
+            model, guide, _eval_data(data.train_x.to(device), config), batch_size=config.eval_batch_size
+        ),
         "heldout_elbo": evaluate_elbo(model, guide, test_x, batch_size=config.eval_batch_size),
     }
     if seconds is not None:
@@ -252,7 +262,9 @@ def write_figures(run: Run, data: Dataset, metrics: list[dict[str, Any]]) -> Non
     if metrics:
         figures.plot_losses(metrics, run.run_dir / "loss_curves.png")
     if data.image_shape is not None:
-        figures.plot_reconstructions(run.model, run.guide, test_x, data.image_shape, run.run_dir / "reconstructions.png")
+        figures.plot_reconstructions(
+            run.model, run.guide, test_x, data.image_shape, run.run_dir / "reconstructions.png"
+        )
         figures.plot_prior_samples(run.model, data.image_shape, run.run_dir / "prior_samples.png")
     if run.config.latent_dim == 2:
         n = min(5000, len(test_x))

@@ -25,6 +25,7 @@ class Decoder(PyroModule):
 
     #: whether x must lie in [0, 1]
     unit_interval: bool = False
+    story: str = ""
     name: str = ""
 
     def __init__(self, latent_dim: int, data_dim: int, hidden: Sequence[int] = (512, 512)) -> None:
@@ -50,6 +51,7 @@ class BernoulliDecoder(Decoder):
     """
 
     unit_interval = True
+    story = "x_p | z ~ Bernoulli(sigmoid(f(z))_p), data in [0, 1]"
 
     def forward(self, z: torch.Tensor) -> dist.TorchDistribution:
         # validate_args=False: grey levels are not in Bernoulli's {0, 1} support.
@@ -62,6 +64,8 @@ class BernoulliDecoder(Decoder):
 @LIKELIHOODS.register("gaussian")
 class GaussianDecoder(Decoder):
     r""":math:`x_p \mid z \sim \mathcal{N}(f(z)_p, s_p^2)` with a learned per-pixel scale :math:`s`."""
+
+    story = "x_p | z ~ N(f(z)_p, s_p^2), s learned per pixel, real-valued data"
 
     def __init__(
         self,

@@ -143,9 +143,7 @@ class GMMPrior(Prior):
         return dist.Normal(self.locs, self.scales).to_event(1)  # batch (K,)
 
     def marginal(self) -> dist.TorchDistribution:
-        return dist.MixtureSameFamily(
-            dist.Categorical(logits=self.logits), self._components()
-        )
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), self._components())
 
     def component_log_posterior(self, z: torch.Tensor) -> torch.Tensor:
         joint = self._components().log_prob(z.unsqueeze(-2)) + self.logits.log_softmax(-1)
