@@ -37,7 +37,7 @@ class TrainConfig:
     hidden: tuple[int, ...] = _opt(
         (512, 512), "hidden layer sizes of encoder and decoder, comma-separated ('' for linear)"
     )
-    epochs: int = _opt(30, "number of passes over the training data")
+    epochs: int = _opt(100, "number of passes over the training data")
     batch_size: int = _opt(128, "minibatch size")
     lr: float = _opt(1e-3, "Adam learning rate")
     warmup_epochs: float = _opt(

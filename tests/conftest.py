@@ -1,0 +1,53 @@
+"""Shared fixtures: seeded tests, small data, the real MNIST folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+from mixvae.data import Dataset, load_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+#: real MNIST (23,797 train / 10,000 test), see ../shared/data/README.md
+MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_clean():
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture(scope="session")
+def digits() -> Dataset:
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def small_digits(digits: Dataset) -> Dataset:
+    """600 training and 200 held-out 8x8 digits: enough for a loss to fall in a few epochs."""
+    return Dataset(
+        "digits",
+        digits.train_x[:600],
+        digits.test_x[:200],
+        digits.train_y[:600],
+        digits.test_y[:200],
+        digits.image_shape,
+    )
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    assert (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(), (
+        f"the real MNIST files are expected in {MNIST_DIR} (see ../shared/data/README.md)"
+    )
+    return MNIST_DIR
+
+
+def torch_threads() -> None:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
