@@ -32,7 +32,12 @@ def linear_gaussian(prior) -> tuple[VAE, torch.Tensor, torch.Tensor, torch.Tenso
         decoder.net[0].weight.copy_(torch.tensor([[1.0, -0.5], [0.3, 0.8], [-0.7, 0.2]]))
         decoder.net[0].bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
         decoder.scale = torch.tensor([0.5, 0.7, 0.9])
-    return VAE(prior, decoder), decoder.net[0].weight.detach(), decoder.net[0].bias.detach(), decoder.scale.detach()
+    return (
+        VAE(prior, decoder),
+        decoder.net[0].weight.detach(),
+        decoder.net[0].bias.detach(),
+        decoder.scale.detach(),
+    )
 
 
 def data() -> torch.Tensor:
@@ -68,8 +73,11 @@ def test_standard_prior_elbo_matches_analytic_and_is_bounded_by_log_evidence():
     assert (exact <= evidence).all()
     # Monte Carlo error of the summed estimate, from the integrand's spread.
     z = guide.q_z(x).sample((20000,))
-    integrand = (dist.Normal(z @ w.T + b, s).log_prob(x).sum(-1) + Normal(0, 1).log_prob(z).sum(-1)
-                 - guide.q_z(x).log_prob(z)).sum(-1)
+    integrand = (
+        dist.Normal(z @ w.T + b, s).log_prob(x).sum(-1)
+        + Normal(0, 1).log_prob(z).sum(-1)
+        - guide.q_z(x).log_prob(z)
+    ).sum(-1)
     se = float(integrand.std() / math.sqrt(len(integrand)))
     assert mc_elbo(model, guide, x) == pytest.approx(float(exact.sum()), abs=5 * se + 1e-3)
 

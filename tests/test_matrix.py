@@ -28,9 +28,21 @@ def test_matrix_is_what_we_think():
 @pytest.mark.parametrize("prior,guide", VALID)
 def test_every_pair_trains_and_improves(prior, guide, small_digits, tmp_path):
     run = train(
-        TrainConfig(prior=prior, guide=guide, latent_dim=4, components=5, guide_components=3,
-                    hidden=(64,), epochs=6, batch_size=50, lr=3e-3, out=str(tmp_path)),
-        dataset=small_digits, progress=False, figures=False,
+        TrainConfig(
+            prior=prior,
+            guide=guide,
+            latent_dim=4,
+            components=5,
+            guide_components=3,
+            hidden=(64,),
+            epochs=6,
+            batch_size=50,
+            lr=3e-3,
+            out=str(tmp_path),
+        ),
+        dataset=small_digits,
+        progress=False,
+        figures=False,
     )
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 6
@@ -50,8 +62,8 @@ def test_incompatible_pairs_are_refused(prior, guide, small_digits, tmp_path):
     # The object-level check refuses the same pair when built by hand.
     from mixvae.guides import GUIDES as G
     from mixvae.inference import check_pair
-    from mixvae.models import VAE, BernoulliDecoder
     from mixvae.models import PRIORS as P
+    from mixvae.models import VAE, BernoulliDecoder
 
     model = VAE(P[prior].from_config(config, 64, None), BernoulliDecoder(config.latent_dim, 64, (8,)))
     with pytest.raises(IncompatiblePairError):
@@ -108,11 +120,16 @@ def _expected(prior: str, guide: str, b: int, d: int, k: int, particles: int | N
 @pytest.mark.parametrize("prior,guide", VALID)
 def test_enumeration_shapes(prior, guide, particles, small_digits):
     b, d, k = 7, 4, 5
-    config = TrainConfig(prior=prior, guide=guide, latent_dim=d, components=k, guide_components=3, hidden=(16,))
+    config = TrainConfig(
+        prior=prior, guide=guide, latent_dim=d, components=k, guide_components=3, hidden=(16,)
+    )
     model, guide_obj = build(config, 64)
     mrec, grec = ShapeRecorder(), ShapeRecorder()
-    elbo = make_elbo(particles or 1, vectorize_particles=particles is not None,
-                     enumerates=has_discrete_site(model, guide_obj))
+    elbo = make_elbo(
+        particles or 1,
+        vectorize_particles=particles is not None,
+        enumerates=has_discrete_site(model, guide_obj),
+    )
     loss = elbo.differentiable_loss(mrec(model), grec(guide_obj), small_digits.train_x[:b], 100)
     assert torch.isfinite(loss)
     want_model, want_guide = _expected(prior, guide, b, d, k, particles)
@@ -122,9 +139,22 @@ def test_enumeration_shapes(prior, guide, particles, small_digits):
 
 def test_latent_dim_one_with_mixture_guide(small_digits, tmp_path):
     """MixtureOfDiagNormals refuses D = 1; the mixture guide handles it with its own distribution."""
-    run = train(TrainConfig(prior="gmm", guide="mixture", latent_dim=1, components=3, hidden=(32,),
-                            epochs=4, batch_size=50, lr=3e-3, out=str(tmp_path)),
-                dataset=small_digits, progress=False, figures=False)
+    run = train(
+        TrainConfig(
+            prior="gmm",
+            guide="mixture",
+            latent_dim=1,
+            components=3,
+            hidden=(32,),
+            epochs=4,
+            batch_size=50,
+            lr=3e-3,
+            out=str(tmp_path),
+        ),
+        dataset=small_digits,
+        progress=False,
+        figures=False,
+    )
     assert torch.isfinite(torch.tensor(run.summary["heldout_elbo"]))
     assert run.guide.q_z(small_digits.test_x[:5]).event_shape == (1,)
 
@@ -140,4 +170,6 @@ def test_two_models_in_one_process_do_not_share_parameters(small_digits):
     assert not torch.equal(m1.prior.locs, m2.prior.locs)
     names = list(pyro.get_param_store().keys())
     assert len(names) == len(set(names))
-    assert len(names) == sum(1 for _ in [*m1.parameters(), *g1.parameters(), *m2.parameters(), *g2.parameters()])
+    assert len(names) == sum(
+        1 for _ in [*m1.parameters(), *g1.parameters(), *m2.parameters(), *g2.parameters()]
+    )

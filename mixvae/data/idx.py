@@ -52,4 +52,4 @@ def read_idx(path: str | Path, expect: str | None = None) -> np.ndarray:
             f"{path} is truncated or corrupt: its header promises {expected} bytes "
             f"({dims[0]} {kind}), the file has {len(raw)}; delete it and download it again"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
