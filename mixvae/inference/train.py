@@ -7,6 +7,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,9 @@ def train(
     flush_denormal = torch.set_flush_denormal(True)  # see docs: denormals slow CPU Adam
     bar = tqdm(total=config.epochs * steps_per_epoch, disable=not progress, unit="step", mininterval=0.5)
     try:
-        with pyro.get_param_store().scope():
+        with pyro.get_param_store().scope(), warnings.catch_warnings():
+            # A non-finite loss raises TrainingDiverged below; Pyro's own warning is noise.
+            warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
             for epoch in range(config.epochs):
                 t0 = time.perf_counter()
                 perm = torch.randperm(n, generator=gen, device=device)
@@ -191,7 +194,7 @@ def train(
                         loss = elbo.differentiable_loss(warmup(model), warmup(guide), xb, n)
                     if not torch.isfinite(loss):
                         raise TrainingDiverged(
-                            f"the loss became {float(loss)} at epoch {epoch + 1}, step {i + 1}; "
+                            f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {i + 1}; "
                             f"the last good checkpoint ({ckpt}) is kept; lower --lr or lengthen "
                             "--warmup-epochs"
                         )
