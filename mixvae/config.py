@@ -43,6 +43,7 @@ class TrainConfig:
     warmup_epochs: float = _opt(
         0.0, "KL warm-up: scale every latent site by beta rising linearly to 1 over this many epochs"
     )
+    clip_grad: float | None = _opt(None, "clip the gradient norm to this value (default: no clipping)")
     seed: int = _opt(0, "random seed")
     checkpoint_every: int = _opt(10, "write checkpoint.pt every N epochs (and at the end)")
     eval_batch_size: int = _opt(1000, "minibatch size for held-out evaluation")
@@ -73,6 +74,8 @@ class TrainConfig:
             raise ConfigError(f"--hidden sizes must be positive, got {self.hidden!r}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr!r}")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise ConfigError(f"--clip-grad must be positive, got {self.clip_grad!r}")
         if self.warmup_epochs < 0:
             raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs!r}")
         if self.binarize not in ("none", "dynamic"):

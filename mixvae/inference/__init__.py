@@ -4,7 +4,7 @@ from mixvae.inference.checkpoint import load_checkpoint, save_checkpoint
 from mixvae.inference.clustering import cluster_assignments, clustering_scores, component_posterior
 from mixvae.inference.objectives import LatentScale, evaluate_elbo, make_elbo
 from mixvae.inference.pairs import build, check_pair, compatible_priors
-from mixvae.inference.train import Run, load_run, summarize, train
+from mixvae.inference.train import Run, load_run, resume, summarize, train
 
 __all__ = [
     "LatentScale",
@@ -19,6 +19,7 @@ __all__ = [
     "load_checkpoint",
     "load_run",
     "make_elbo",
+    "resume",
     "save_checkpoint",
     "summarize",
     "train",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +47,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        if not zipfile.is_zipfile(path):  # not torch.save's format at all
+            raise CheckpointError(f"{path} is not a readable checkpoint; it may be truncated") from None
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
         raise CheckpointError(
-            f"{path} carries pickled objects other than tensors and is refused for safety "
-            f"({str(e).splitlines()[0]}); only load checkpoints written by mixvae"
+            f"{path} carries pickled objects other than tensors"
+            f"{' (' + found.group(1) + ')' if found else ''} and is refused for safety; "
+            "only load checkpoints written by mixvae"
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint ({e}); it may be truncated") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyro
 import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -36,7 +37,9 @@ def component_posterior(
         )
     out = []
     devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    # Scoped parameter store: calling the encoder must not register its
+    # parameters in the caller's global store.
+    with torch.random.fork_rng(devices=devices), pyro.get_param_store().scope():
         torch.manual_seed(seed)
         for batch in x.split(batch_size):
             if guide.discrete_site is not None:

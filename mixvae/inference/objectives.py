@@ -72,7 +72,13 @@ def evaluate_elbo(
     )
     total = 0.0
     devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
+    # A scoped parameter store: evaluating must not leave the modules' parameters
+    # registered in the caller's global store.
+    with (
+        torch.random.fork_rng(devices=devices),
+        pyro.validation_enabled(False),
+        pyro.get_param_store().scope(),
+    ):
         pyro.set_rng_seed(seed)
         for batch in x.split(batch_size):
             total += elbo.loss(model, guide, batch)

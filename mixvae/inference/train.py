@@ -6,14 +6,20 @@ import dataclasses
 import json
 import math
 import os
+import random
+import signal
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyro
 import torch
+from pyro import poutine
 from tqdm.auto import tqdm
 
 from mixvae import __version__
@@ -41,6 +47,8 @@ class Run:
     run_dir: Path | None = None
     summary: dict[str, Any] | None = None
     epoch: int = 0
+    #: the signal's name when SIGINT/SIGTERM stopped training early
+    interrupted: str | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -105,21 +113,107 @@ def _eval_data(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     return x
 
 
+@dataclass
+class _Position:
+    """Where the loop stands: enough, with the RNG states, to continue bit for bit."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed optimisation steps in all
+    batch: int = 0  # completed steps of the current epoch
+    perm: torch.Tensor | None = None  # the current epoch's data order
+    total: float = 0.0  # running sum of the current epoch's per-datapoint losses
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM handler: ask the loop to stop after the current step."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
 def _payload(
-    run: Run, optimizer: torch.optim.Optimizer, data_dim: int, step: int, gen: torch.Generator
-) -> dict:
+    run: Run, optimizer: torch.optim.Optimizer, data_dim: int, pos: _Position, gen: torch.Generator
+) -> dict[str, Any]:
+    """The checkpoint: tensors, numbers and JSON strings only (loadable with weights_only)."""
     return {
         "format_version": FORMAT_VERSION,
         "mixvae_version": __version__,
         "config": run.config.to_json(),
         "data_dim": data_dim,
-        "epoch": run.epoch,
-        "step": step,
+        "epoch": pos.epoch,
+        "position": {
+            "step": pos.step,
+            "batch": pos.batch,
+            "total": pos.total,
+            "perm": pos.perm if pos.batch else None,
+        },
         "model": run.model.state_dict(),
         "guide": run.guide.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "data": gen.get_state()},
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "data": gen.get_state(),
+            "python": json.dumps(random.getstate()),
+            "numpy": json.dumps(np.random.get_state(legacy=False), default=_json_array),
+        },
     }
+
+
+def _json_array(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(type(obj))
+
+
+def _restore_rng(rng: dict[str, Any], gen: torch.Generator) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    gen.set_state(rng["data"])
+    version, state, gauss = json.loads(rng["python"])
+    random.setstate((version, tuple(state), gauss))
+    np_state = json.loads(rng["numpy"])
+    np_state["state"] = {k: np.uint64(v) if isinstance(v, int) else v for k, v in np_state["state"].items()}
+    np.random.set_state(np_state)
+
+
+def _nonfinite_report(model: VAE, guide: Guide, x: torch.Tensor, num_data: int) -> str:
+    """Which parameters or log-density terms are not finite (for the divergence message)."""
+    bad_params = [
+        name
+        for module, prefix in ((model, "model"), (guide, "guide"))
+        for name, p in module.named_parameters(prefix=prefix)
+        if not torch.isfinite(p).all() or (p.grad is not None and not torch.isfinite(p.grad).all())
+    ]
+    if bad_params:
+        return f"non-finite parameters or gradients: {', '.join(bad_params[:5])}"
+    with torch.no_grad(), pyro.validation_enabled(False):
+        guide_tr = poutine.trace(guide).get_trace(x, num_data)
+        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x, num_data)
+    terms = [
+        f"{where} {name}"
+        for where, tr in (("model", model_tr), ("guide", guide_tr))
+        for name, site in tr.nodes.items()
+        if site["type"] == "sample"
+        and hasattr(site["fn"], "log_prob")
+        and not torch.isfinite(site["fn"].log_prob(site["value"])).all()
+    ]
+    return f"non-finite log-density terms: {', '.join(terms)}" if terms else "no single term to blame"
 
 
 def train(
@@ -128,13 +222,16 @@ def train(
     dataset: Dataset | None = None,
     progress: bool = True,
     figures: bool = True,
+    after_step: Callable[[int], None] | None = None,
     **overrides: Any,
 ) -> Run:
     """Train a model/guide pair with SVI and ``TraceEnum_ELBO(max_plate_nesting=1)``.
 
     Writes ``config.json``, ``metrics.jsonl`` (one line per epoch),
     ``checkpoint.pt`` (every ``checkpoint_every`` epochs and at the end),
-    ``summary.json`` and PNG figures into the run folder.
+    ``summary.json`` and PNG figures into the run folder.  SIGINT or SIGTERM
+    stops after the current step with a checkpoint that :func:`resume`
+    continues exactly; the returned run then has ``interrupted`` set.
 
     :param config: the run's settings; ``overrides`` replace single fields
         (``train(epochs=5, prior="standard")``).
@@ -142,6 +239,7 @@ def train(
         recorded, the data themselves are not saved).
     :param progress: show a tqdm progress bar with the running loss.
     :param figures: write the PNG figures.
+    :param after_step: called with the number of completed steps after each step.
     :returns: the trained :class:`Run`.
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
@@ -154,80 +252,183 @@ def train(
     check_data(data, config)
     run_dir = prepare_run_dir(config)
     (run_dir / "config.json").write_text(config.to_json() + "\n")
-
     pyro.set_rng_seed(config.seed)
-    train_x, test_x = data.train_x.to(device), data.test_x.to(device)
-    heldout_x = _eval_data(test_x, config)
     model, guide = build(config, data.data_dim)
-    model.to(device)
-    guide.to(device)
-    run = Run(model, guide, config, run_dir)
-    optimizer = torch.optim.Adam([*model.parameters(), *guide.parameters()], lr=config.lr)
+    run = Run(model.to(device), guide.to(device), config, run_dir)
+    optimizer = _optimizer(run)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    return _fit(
+        run, data, optimizer, gen, _Position(), progress=progress, figures=figures, after_step=after_step
+    )
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    dataset: Dataset | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    figures: bool = True,
+    after_step: Callable[[int], None] | None = None,
+) -> Run:
+    """Continue a run from its ``checkpoint.pt`` up to ``epochs`` epochs in total.
+
+    The configuration, the optimiser state, every random state and the
+    position inside the epoch come from the checkpoint, so an interrupted and
+    resumed run ends with bitwise the same parameters and metrics (on CPU) as
+    one trained straight through.
+    """
+    run_dir = Path(run_dir)
+    payload = load_checkpoint(run_dir / "checkpoint.pt", map_location=device or "cpu")
+    config = _config_from_payload(payload, run_dir)
+    config.epochs = epochs if epochs is not None else config.epochs
+    if device is not None:
+        config.device = device
+    config.out, config.overwrite = str(run_dir), False
+    config.validate()
+    done = int(payload["epoch"])
+    if config.epochs < done:
+        raise ConfigError(f"{run_dir} has already trained {done} epochs; ask for --epochs {done} or more")
+    dev = resolve_device(config.device)
+    data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
+    if data.data_dim != int(payload["data_dim"]):
+        raise DataError(
+            f"the data have {data.data_dim} columns but the run in {run_dir} was trained on "
+            f"{payload['data_dim']}; resume it with the data set it was trained on"
+        )
+    check_data(data, config)
+    (run_dir / "config.json").write_text(config.to_json() + "\n")
+    run = _load_into_run(payload, config, run_dir)
+    run.model.to(dev)
+    run.guide.to(dev)
+    optimizer = _optimizer(run)
+    optimizer.load_state_dict(payload["optimizer"])
+    gen = torch.Generator(device=dev)
+    _restore_rng(payload["rng"], gen)
+    p = payload["position"]
+    pos = _Position(done, int(p["step"]), int(p["batch"]), p["perm"], float(p["total"]))
+    _truncate_metrics(run_dir / "metrics.jsonl", done)
+    return _fit(run, data, optimizer, gen, pos, progress=progress, figures=figures, after_step=after_step)
+
+
+def _optimizer(run: Run) -> torch.optim.Optimizer:
+    return torch.optim.Adam([*run.model.parameters(), *run.guide.parameters()], lr=run.config.lr)
+
+
+def _truncate_metrics(path: Path, epochs: int) -> None:
+    """Drop metric lines written after the checkpoint (e.g. before a divergence)."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["epoch"] <= epochs]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def _fit(
+    run: Run,
+    data: Dataset,
+    optimizer: torch.optim.Optimizer,
+    gen: torch.Generator,
+    pos: _Position,
+    *,
+    progress: bool,
+    figures: bool,
+    after_step: Callable[[int], None] | None = None,
+) -> Run:
+    """The loop shared by :func:`train` and :func:`resume`."""
+    config, model, guide = run.config, run.model, run.guide
+    assert run.run_dir is not None
+    device = next(model.parameters()).device
+    train_x = data.train_x.to(device)
+    heldout_x = _eval_data(data.test_x.to(device), config)
     warmup = LatentScale()
     elbo = make_elbo(enumerates=has_discrete_site(model, guide))
-    n = len(train_x)
-    steps_per_epoch = math.ceil(n / config.batch_size)
+    params = [*model.parameters(), *guide.parameters()]
+    n, bs = len(train_x), config.batch_size
+    steps_per_epoch = math.ceil(n / bs)
     warmup_steps = config.warmup_epochs * steps_per_epoch
-    gen = torch.Generator(device=device).manual_seed(config.seed)
-    metrics: list[dict[str, Any]] = []
-    step = 0
-    ckpt = run_dir / "checkpoint.pt"
+    ckpt = run.run_dir / "checkpoint.pt"
     start = time.perf_counter()
     # Denormal floats in Adam's moments slow CPU training by 40-60% on MNIST.
     torch.set_flush_denormal(True)
-    bar = tqdm(total=config.epochs * steps_per_epoch, disable=not progress, unit="step", mininterval=0.5)
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        initial=pos.step,
+        disable=not progress,
+        unit="step",
+        mininterval=0.5,
+    )
     try:
-        with pyro.get_param_store().scope(), warnings.catch_warnings():
+        with pyro.get_param_store().scope(), warnings.catch_warnings(), _StopRequest() as stop:
             # A non-finite loss raises TrainingDiverged below; Pyro's own warning is noise.
             warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
-            for epoch in range(config.epochs):
+            while pos.epoch < config.epochs:
                 t0 = time.perf_counter()
-                perm = torch.randperm(n, generator=gen, device=device)
-                total = 0.0
-                for i in range(steps_per_epoch):
-                    xb = train_x[perm[i * config.batch_size : (i + 1) * config.batch_size]]
+                if pos.batch == 0:
+                    pos.perm, pos.total = torch.randperm(n, generator=gen, device=device), 0.0
+                while pos.batch < steps_per_epoch:
+                    xb = train_x[pos.perm[pos.batch * bs : (pos.batch + 1) * bs]]
                     if config.binarize == "dynamic":
                         xb = torch.bernoulli(xb, generator=gen)
-                    warmup.beta = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+                    warmup.beta = min(1.0, (pos.step + 1) / warmup_steps) if warmup_steps else 1.0
                     # Validate the first step only: it catches model/guide mismatches,
                     # and costs about 5% per step after that.
-                    with pyro.validation_enabled(step == 0):
+                    with pyro.validation_enabled(pos.step == 0):
                         loss = elbo.differentiable_loss(warmup(model), warmup(guide), xb, n)
-                    if not torch.isfinite(loss):
+                    optimizer.zero_grad(set_to_none=True)
+                    if torch.isfinite(loss):
+                        loss.backward()
+                        if config.clip_grad is not None:
+                            torch.nn.utils.clip_grad_norm_(params, config.clip_grad)
+                    if not torch.isfinite(loss) or any(
+                        p.grad is not None and not torch.isfinite(p.grad).all() for p in params
+                    ):
                         raise TrainingDiverged(
-                            f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {i + 1}; "
-                            f"the last good checkpoint ({ckpt}) is kept; lower --lr or lengthen "
+                            f"the loss became {float(loss.detach())} at epoch {pos.epoch + 1}, step "
+                            f"{pos.batch + 1} ({_nonfinite_report(model, guide, xb, n)}); the last good "
+                            f"checkpoint ({ckpt}) is kept; lower --lr, set --clip-grad or lengthen "
                             "--warmup-epochs"
                         )
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
                     optimizer.step()
-                    step += 1
-                    total += float(loss.detach()) / n
+                    pos.step += 1
+                    pos.batch += 1
+                    pos.total += float(loss.detach()) / n
                     bar.update()
-                    if i % 10 == 0:
-                        bar.set_postfix_str(f"epoch {epoch + 1} loss {total / (i + 1):.2f}", refresh=False)
-                run.epoch = epoch + 1
+                    if pos.batch % 10 == 1:
+                        bar.set_postfix_str(
+                            f"epoch {pos.epoch + 1} loss {pos.total / pos.batch:.2f}", refresh=False
+                        )
+                    if after_step is not None:
+                        after_step(pos.step)
+                    if stop.signal:
+                        save_checkpoint(ckpt, _payload(run, optimizer, data.data_dim, pos, gen))
+                        run.epoch, run.interrupted = pos.epoch, stop.signal
+                        return run
+                pos.epoch, pos.batch = pos.epoch + 1, 0
+                run.epoch = pos.epoch
                 record = {
-                    "epoch": run.epoch,
-                    "step": step,
+                    "epoch": pos.epoch,
+                    "step": pos.step,
                     "beta": warmup.beta,
-                    "train_loss": total / steps_per_epoch,
+                    "train_loss": pos.total / steps_per_epoch,
                     "heldout_elbo": evaluate_elbo(model, guide, heldout_x, batch_size=config.eval_batch_size),
                     "seconds": time.perf_counter() - t0,
                 }
-                metrics.append(record)
-                with open(run_dir / "metrics.jsonl", "a") as f:
+                with open(run.run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
-                if run.epoch % config.checkpoint_every == 0 or run.epoch == config.epochs:
-                    save_checkpoint(ckpt, _payload(run, optimizer, data.data_dim, step, gen))
+                if pos.epoch % config.checkpoint_every == 0 or pos.epoch == config.epochs:
+                    save_checkpoint(ckpt, _payload(run, optimizer, data.data_dim, pos, gen))
+                if stop.signal:
+                    run.interrupted = stop.signal
+                    return run
+            bar.close()
+            run.summary = summarize(run, data, seconds=time.perf_counter() - start)
+            (run.run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
+            if figures:
+                metrics = [json.loads(ln) for ln in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+                write_figures(run, data, metrics)
     finally:
         bar.close()
         torch.set_flush_denormal(False)
-    run.summary = summarize(run, data, seconds=time.perf_counter() - start)
-    (run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
-    if figures:
-        write_figures(run, data, metrics)
     return run
 
 
@@ -276,16 +477,20 @@ def write_figures(run: Run, data: Dataset, metrics: list[dict[str, Any]]) -> Non
         figures.plot_latent_scatter(run.guide, test_x[:n], labels, run.run_dir / "latent_scatter.png")
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
-    """Rebuild the model and guide of a run folder from its ``checkpoint.pt``."""
-    run_dir = Path(run_dir)
-    payload = load_checkpoint(run_dir / "checkpoint.pt", map_location=device)
+def _config_from_payload(payload: dict[str, Any], run_dir: Path) -> TrainConfig:
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{run_dir} was written with checkpoint format {payload.get('format_version')} "
-            f"(mixvae {payload.get('mixvae_version')}); this mixvae reads format {FORMAT_VERSION}"
+            f"(mixvae {payload.get('mixvae_version')}); this mixvae {__version__} reads format "
+            f"{FORMAT_VERSION}: retrain the run with this version"
         )
-    config = TrainConfig.from_dict(json.loads(payload["config"]))
+    try:
+        return TrainConfig.from_dict(json.loads(payload["config"]))
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{run_dir} holds a configuration this mixvae cannot use ({e})") from None
+
+
+def _load_into_run(payload: dict[str, Any], config: TrainConfig, run_dir: Path) -> Run:
     model, guide = build(config, int(payload["data_dim"]))
     try:
         model.load_state_dict(payload["model"])
@@ -293,10 +498,18 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     except RuntimeError as e:
         raise CheckpointError(
             f"{run_dir}/checkpoint.pt does not fit the configuration stored with it "
-            f"({str(e).splitlines()[0]})"
+            f"({str(e).splitlines()[0]}); was it copied from another run?"
         ) from None
-    model.to(device)
-    guide.to(device)
+    return Run(model, guide, config, run_dir, epoch=int(payload["epoch"]))
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
+    """Rebuild the model and guide of a run folder from its ``checkpoint.pt``."""
+    run_dir = Path(run_dir)
+    payload = load_checkpoint(run_dir / "checkpoint.pt", map_location=device)
+    run = _load_into_run(payload, _config_from_payload(payload, run_dir), run_dir)
+    run.model.to(device)
+    run.guide.to(device)
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    return Run(model, guide, config, run_dir, summary, int(payload["epoch"]))
+    run.summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    return run

@@ -1,0 +1,191 @@
+"""Training never loses work: exact resume, signals, incompatible checkpoints, soak."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyro
+import pytest
+import torch
+
+from mixvae import TrainConfig, load_run, train
+from mixvae.cli import main
+from mixvae.data import Dataset
+from mixvae.errors import CheckpointError, ConfigError, DataError
+from mixvae.inference import evaluate_elbo, load_checkpoint, resume, save_checkpoint
+
+
+def _config(out, **kw):
+    base = dict(
+        prior="gmm",
+        guide="mixture",
+        hidden=(32,),
+        latent_dim=3,
+        components=4,
+        guide_components=2,
+        epochs=4,
+        batch_size=64,
+        out=str(out),
+        binarize="dynamic",
+        warmup_epochs=3,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def _metrics(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def _assert_same_run(a, b):
+    for x, y in zip(
+        [*a.model.state_dict().values(), *a.guide.state_dict().values()],
+        [*b.model.state_dict().values(), *b.guide.state_dict().values()],
+        strict=True,
+    ):
+        assert torch.equal(x, y)
+    assert _metrics(a.run_dir) == _metrics(b.run_dir)
+    assert a.summary == {**b.summary, "train_seconds": a.summary["train_seconds"]}
+
+
+@pytest.mark.parametrize("guide", ["mixture", "categorical"])
+def test_resume_is_bitwise_exact(guide, small_digits, tmp_path):
+    opts = dict(dataset=small_digits, progress=False, figures=False)
+    straight = train(_config(tmp_path / "straight", guide=guide), **opts)
+    train(_config(tmp_path / "split", guide=guide, epochs=2), **opts)
+    resumed = resume(tmp_path / "split", epochs=4, **opts)
+    _assert_same_run(straight, resumed)
+
+
+def test_interrupt_mid_epoch_then_resume_is_exact(small_digits, tmp_path):
+    """SIGINT finishes the step, writes a checkpoint, and resume continues bit for bit."""
+    opts = dict(dataset=small_digits, progress=False, figures=False)
+    straight = train(_config(tmp_path / "straight"), **opts)
+
+    def interrupt(step):
+        if step == 13:  # mid-epoch: 600 points / 64 = 10 steps an epoch
+            signal.raise_signal(signal.SIGINT)
+
+    stopped = train(_config(tmp_path / "split"), after_step=interrupt, **opts)
+    assert stopped.interrupted == "SIGINT" and stopped.epoch == 1
+    payload = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert payload["position"]["step"] == 13 and payload["position"]["batch"] == 3
+    # the handler is removed afterwards: SIGINT is a KeyboardInterrupt again
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = resume(tmp_path / "split", **opts)
+    assert resumed.interrupted is None
+    _assert_same_run(straight, resumed)
+
+
+def test_sigterm_on_the_command_line_then_resume(tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mixvae.cli",
+        "train",
+        "--hidden",
+        "64",
+        "--epochs",
+        "400",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text()):
+        assert time.time() < deadline and proc.poll() is None, proc.stderr.read()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert err.strip().startswith("mixvae: SIGTERM after") and "mixvae train --resume" in err
+    assert len(err.strip().splitlines()) == 1
+    done = load_checkpoint(out / "checkpoint.pt")["epoch"]
+    assert 1 <= done < 400
+    assert main(["train", "--resume", str(out), "--epochs", str(done + 1), "--quiet"]) == 0
+    assert load_run(out).epoch == done + 1
+    assert [m["epoch"] for m in _metrics(out)] == list(range(1, done + 2))
+
+
+def test_resume_refuses_changed_settings_and_fewer_epochs(small_digits, tmp_path, capsys):
+    train(_config(tmp_path, epochs=2), dataset=small_digits, progress=False, figures=False)
+    assert main(["train", "--resume", str(tmp_path), "--lr", "0.1"]) == 2
+    assert "only --epochs and --device may change (drop --lr" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="already trained 2 epochs"):
+        resume(tmp_path, epochs=1, dataset=small_digits)
+
+
+def test_resume_with_data_of_another_dimension(small_digits, tmp_path):
+    train(_config(tmp_path, epochs=1), dataset=small_digits, progress=False, figures=False)
+    other = Dataset("digits", small_digits.train_x[:, :32], small_digits.test_x[:, :32])
+    with pytest.raises(DataError, match=r"have 32 columns but the run .* was trained on 64"):
+        resume(tmp_path, epochs=2, dataset=other)
+
+
+def test_incompatible_checkpoints_are_refused(small_digits, tmp_path):
+    train(_config(tmp_path, epochs=1), dataset=small_digits, progress=False, figures=False)
+    path = tmp_path / "checkpoint.pt"
+    good = load_checkpoint(path)
+    save_checkpoint(path, {**good, "format_version": 99})
+    with pytest.raises(CheckpointError, match="checkpoint format 99"):
+        load_run(tmp_path)
+    config = json.loads(good["config"])
+    save_checkpoint(path, {**good, "config": json.dumps({**config, "from_the_future": 1})})
+    with pytest.raises(CheckpointError, match="unknown configuration keys"):
+        load_run(tmp_path)
+    save_checkpoint(path, {**good, "config": json.dumps({**config, "latent_dim": 5})})
+    with pytest.raises(CheckpointError, match="does not fit the configuration"):
+        load_run(tmp_path)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_run(tmp_path)
+
+
+def test_unwritable_output_directory(small_digits, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="cannot write to the run folder"):
+        train(_config(blocker / "run"), dataset=small_digits, progress=False)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.slow
+def test_soak_train_evaluate_resume_cycles(small_digits, tmp_path):
+    """200 short cycles in one process: no memory growth, no leftover files or parameters."""
+    tiny = Dataset(
+        "digits",
+        small_digits.train_x[:128],
+        small_digits.test_x[:64],
+        small_digits.train_y[:128],
+        small_digits.test_y[:64],
+        (8, 8),
+    )
+    pairs = [("gmm", "categorical"), ("gmm", "mixture"), ("standard", "gaussian"), ("standard", "mixture")]
+    opts = dict(dataset=tiny, progress=False, figures=False)
+    rss = []
+    for i in range(200):
+        prior, guide = pairs[i % len(pairs)]
+        out = tmp_path / f"r{i % 3}"
+        config = _config(out, prior=prior, guide=guide, hidden=(16,), epochs=1, seed=i, overwrite=True)
+        run = train(config, **opts)
+        assert evaluate_elbo(run.model, run.guide, tiny.test_x) == pytest.approx(
+            run.summary["heldout_elbo"], abs=5
+        )
+        resume(out, epochs=2, **opts)
+        if i in (20, 199):
+            rss.append(_rss_mb())
+    assert rss[1] - rss[0] < 50, rss
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
+    assert leftovers == []
+    assert len(pyro.get_param_store()) == 0
