@@ -34,6 +34,7 @@ class TrainConfig:
     latent_dim: int = _opt(10, "dimension D of z")
     components: int = _opt(10, "number K of prior mixture components (and of the categorical guide)")
     guide_components: int | None = _opt(None, "components of the mixture guide (default: --components)")
+    pseudo_inputs: int = _opt(500, "number K of learned pseudo-inputs of the vampprior")
     hidden: tuple[int, ...] = _opt(
         (512, 512), "hidden layer sizes of encoder and decoder, comma-separated ('' for linear)"
     )
@@ -59,6 +60,7 @@ class TrainConfig:
         positive = {
             "latent_dim": "--latent-dim",
             "components": "--components",
+            "pseudo_inputs": "--pseudo-inputs",
             "epochs": "--epochs",
             "batch_size": "--batch-size",
             "checkpoint_every": "--checkpoint-every",

@@ -65,9 +65,10 @@ def test_incompatible_pairs_are_refused(prior, guide, small_digits, tmp_path):
     from mixvae.models import PRIORS as P
     from mixvae.models import VAE, BernoulliDecoder
 
-    model = VAE(P[prior].from_config(config, 64, None), BernoulliDecoder(config.latent_dim, 64, (8,)))
+    guide_obj = G[guide].from_config(config, 64)
+    model = VAE(P[prior].from_config(config, 64, guide_obj), BernoulliDecoder(config.latent_dim, 64, (8,)))
     with pytest.raises(IncompatiblePairError):
-        check_pair(model, G[guide].from_config(config, 64))
+        check_pair(model, guide_obj)
 
 
 def test_component_count_mismatch_is_refused():

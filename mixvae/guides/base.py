@@ -28,7 +28,9 @@ class Guide(PyroModule):
     :param latent_dim: dimension D of ``z``.
     """
 
-    #: the model's discrete site this guide provides (``None``: it provides only z)
+    #: the model's latent sites this guide provides
+    provides: tuple[str, ...] = ("z",)
+    #: the discrete site among them, or ``None``
     discrete_site: str | None = None
     story: str = ""
     name: str = ""

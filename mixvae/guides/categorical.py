@@ -43,6 +43,7 @@ class CategoricalGuide(Guide):
     :param hidden: hidden layer sizes of the shared encoder body.
     """
 
+    provides = ("y", "z")
     discrete_site = "y"
     story = "y ~ q(y|x), z | x,y ~ N(mu(x,y), diag sigma(x,y)^2); provides the model's y"
 

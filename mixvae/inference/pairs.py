@@ -1,37 +1,76 @@
-"""Building a model and a guide from a configuration, and checking the pair."""
+"""Building a model and a guide from a configuration, and checking the pair.
+
+A pair is valid when the guide provides a subset of the prior's latent sites,
+and every latent site it does not provide is one the model sums out by
+enumeration.  A site that exists only in the guide would not be a latent of
+the model at all: for a discrete one, the objective would score
+``log q(k) + log q(z | k)`` instead of ``log q(z)`` and inflate the "bound" by
+up to log K.
+"""
 
 from __future__ import annotations
 
 from mixvae.config import TrainConfig
 from mixvae.errors import IncompatiblePairError
 from mixvae.guides import GUIDES, Guide
-from mixvae.models import LIKELIHOODS, PRIORS, VAE
+from mixvae.models import LIKELIHOODS, PRIORS, VAE, Prior
+
+
+def pair_problem(prior: type[Prior] | Prior, guide: type[Guide] | Guide) -> str | None:
+    """Why a prior and a guide (classes or instances) cannot be paired, or ``None``."""
+    extra = [s for s in guide.provides if s not in prior.latent_sites]
+    if extra:
+        why = (
+            " (a discrete site only the guide has would inflate the ELBO by up to log K)"
+            if guide.discrete_site in extra
+            else ""
+        )
+        return f"guide {guide.name!r} provides {extra} that prior {prior.name!r} does not have{why}"
+    missing = [s for s in prior.latent_sites if s not in guide.provides and s not in prior.enumerated_sites]
+    if missing:
+        return (
+            f"prior {prior.name!r} has the continuous latent sites {missing} that guide "
+            f"{guide.name!r} does not provide"
+        )
+    return None
+
+
+def compatible_priors(guide_name: str) -> list[str]:
+    """The priors a registered guide can pair with."""
+    guide = GUIDES[guide_name]
+    return [name for name, prior in PRIORS.items() if pair_problem(prior, guide) is None]
+
+
+def compatible_guides(prior_name: str) -> list[str]:
+    """The guides a registered prior can pair with."""
+    prior = PRIORS[prior_name]
+    return [name for name, guide in GUIDES.items() if pair_problem(prior, guide) is None]
+
+
+def _refuse(problem: str, prior_name: str, guide_name: str) -> IncompatiblePairError:
+    return IncompatiblePairError(
+        f"{problem}; pair prior {prior_name!r} with one of the guides "
+        f"{', '.join(compatible_guides(prior_name)) or '(none)'}, or guide {guide_name!r} with one of "
+        f"the priors {', '.join(compatible_priors(guide_name)) or '(none)'}"
+    )
 
 
 def check_pair(model: VAE, guide: Guide) -> None:
-    """Refuse a pair whose ELBO would not be a bound on log p(x).
-
-    A guide that provides a discrete site must provide the model's own
-    discrete site, with the same number of values: a site that existed only
-    in the guide would be scored ``log q(k) + log q(z | k)`` instead of
-    ``log q(z)`` and inflate the "bound" by up to log K.
-    """
+    """Refuse a pair whose ELBO would not be a bound on log p(x) (see the module doc)."""
     prior = model.prior
+    problem = pair_problem(prior, guide)
+    if problem:
+        raise _refuse(problem, prior.name, guide.name)
     site = guide.discrete_site
-    if site is None:
-        return
-    if prior.discrete_site != site:
-        fitting = [n for n, cls in PRIORS.items() if cls.discrete_site == site]
-        raise IncompatiblePairError(
-            f"guide {guide.name!r} provides a discrete site {site!r} that prior {prior.name!r} "
-            f"does not have (it would inflate the ELBO by up to log K); pair {guide.name!r} "
-            f"with a prior that has {site!r} ({', '.join(fitting)}), or use a guide without it "
-            "(gaussian, mixture)"
-        )
-    if prior.num_components != guide.num_components:
+    if site is not None and prior.num_components != guide.num_components:
         raise IncompatiblePairError(
             f"guide {guide.name!r} has {guide.num_components} values of {site!r} but prior "
             f"{prior.name!r} has {prior.num_components}; build both with the same --components"
+        )
+    if guide.data_dim != model.decoder.data_dim:
+        raise IncompatiblePairError(
+            f"guide {guide.name!r} encodes {guide.data_dim} columns but the decoder makes "
+            f"{model.decoder.data_dim}; build both for the same data"
         )
 
 
@@ -39,32 +78,18 @@ def check_names(config: TrainConfig) -> None:
     """Check the names and the pairing of a configuration before any work is done."""
     for registry, name in ((PRIORS, config.prior), (GUIDES, config.guide), (LIKELIHOODS, config.likelihood)):
         registry[name]  # raises UnknownNameError listing the valid names
-    if config.prior not in compatible_priors(config.guide):
-        site = GUIDES[config.guide].discrete_site
-        raise IncompatiblePairError(
-            f"guide {config.guide!r} provides a discrete site {site!r} that prior {config.prior!r} "
-            f"does not have (it would inflate the ELBO by up to log K); pair {config.guide!r} with "
-            f"one of the priors {', '.join(compatible_priors(config.guide))}, or use a guide "
-            "without it (gaussian, mixture)"
-        )
-
-
-def compatible_priors(guide_name: str) -> list[str]:
-    """The priors a registered guide can pair with."""
-    site = GUIDES[guide_name].discrete_site
-    return [n for n, cls in PRIORS.items() if site is None or cls.discrete_site == site]
+    problem = pair_problem(PRIORS[config.prior], GUIDES[config.guide])
+    if problem:
+        raise _refuse(problem, config.prior, config.guide)
 
 
 def build(config: TrainConfig, data_dim: int) -> tuple[VAE, Guide]:
     """The model (prior + decoder) and guide a configuration asks for, checked as a pair."""
     config.validate()
-    guide_cls, prior_cls, decoder_cls = (
-        GUIDES[config.guide],
-        PRIORS[config.prior],
-        LIKELIHOODS[config.likelihood],
-    )
-    guide = guide_cls.from_config(config, data_dim)
-    prior = prior_cls.from_config(config, data_dim, guide)
-    model = VAE(prior, decoder_cls(config.latent_dim, data_dim, config.hidden))
+    check_names(config)
+    guide = GUIDES[config.guide].from_config(config, data_dim)
+    prior = PRIORS[config.prior].from_config(config, data_dim, guide)
+    decoder = LIKELIHOODS[config.likelihood](config.latent_dim, data_dim, config.hidden)
+    model = VAE(prior, decoder)
     check_pair(model, guide)
     return model, guide

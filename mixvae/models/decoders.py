@@ -30,6 +30,7 @@ class Decoder(PyroModule):
 
     def __init__(self, latent_dim: int, data_dim: int, hidden: Sequence[int] = (512, 512)) -> None:
         super().__init__()
+        self.data_dim = data_dim
         self.net = mlp([latent_dim, *hidden, data_dim])
 
     def forward(self, z: torch.Tensor) -> dist.TorchDistribution:

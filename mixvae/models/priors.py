@@ -29,7 +29,11 @@ class Prior(PyroModule):
     :param latent_dim: dimension D of ``z``.
     """
 
-    #: name of the discrete component site, or ``None`` for priors without one
+    #: the latent sample sites the prior declares
+    latent_sites: tuple[str, ...] = ("z",)
+    #: latent sites the model sums out by enumeration (a guide need not provide them)
+    enumerated_sites: tuple[str, ...] = ()
+    #: the discrete component site used for clustering, or ``None``
     discrete_site: str | None = None
     #: one-line generative story, shown by ``mixvae list``
     story: str = ""
@@ -110,6 +114,8 @@ class GMMPrior(Prior):
     :param init_spread: standard deviation of the random initial means.
     """
 
+    latent_sites = ("y", "z")
+    enumerated_sites = ("y",)
     discrete_site = "y"
     story = "y ~ Cat(pi), z | y ~ N(mu_y, diag sigma_y^2)"
 
@@ -151,3 +157,59 @@ class GMMPrior(Prior):
 
     def component_distribution(self, k: int) -> dist.TorchDistribution:
         return dist.Normal(self.locs[k], self.scales[k]).to_event(1)
+
+
+@PRIORS.register("vampprior")
+class VampPrior(Prior):
+    r"""The VampPrior of Tomczak & Welling (2018): the encoder at learned pseudo-inputs.
+
+    .. math::
+
+        z \sim \frac{1}{K} \sum_{k=1}^{K} q_\phi(z \mid u_k)
+
+    The pseudo-inputs :math:`u_k` are learned; :math:`q_\phi` is the paired
+    guide's own encoder distribution (``guide.q_z``), so with the ``mixture``
+    guide every component is itself a mixture and the density is a log-sum-exp
+    over both levels, with no constant dropped.
+
+    :param encoder: the guide whose ``q_z`` defines the components; it is used,
+        not owned (its parameters stay the guide's).
+    :param num_pseudo_inputs: K.
+    :param data_dim: dimension P of the pseudo-inputs.
+    :param unit_interval: keep the pseudo-inputs in [0, 1] (sigmoid), as the
+        data of a Bernoulli likelihood are.
+    """
+
+    story = "z ~ (1/K) sum_k q(z | u_k) with K learned pseudo-inputs u_k (the guide's encoder)"
+
+    def __init__(
+        self, encoder: torch.nn.Module, num_pseudo_inputs: int, data_dim: int, unit_interval: bool = True
+    ) -> None:
+        super().__init__(encoder.latent_dim)
+        # Not a submodule: the encoder's parameters belong to the guide, and
+        # registering them twice would hand them to the optimiser twice.
+        object.__setattr__(self, "_encoder", encoder)
+        self.unit_interval = unit_interval
+        init = torch.randn(num_pseudo_inputs, data_dim) * 0.1 + (-2.0 if unit_interval else 0.0)
+        self.pseudo_raw = torch.nn.Parameter(init)
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, data_dim: int, guide: torch.nn.Module) -> VampPrior:
+        from mixvae.models.decoders import LIKELIHOODS
+
+        unit = LIKELIHOODS[config.likelihood].unit_interval
+        return cls(guide, config.pseudo_inputs, data_dim, unit)
+
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The K pseudo-inputs, shape (K, P)."""
+        return torch.sigmoid(self.pseudo_raw) if self.unit_interval else self.pseudo_raw
+
+    def marginal(self) -> dist.TorchDistribution:
+        components = self._encoder.q_z(self.pseudo_inputs())  # batch (K,), event (D,)
+        uniform = dist.Categorical(
+            logits=torch.zeros(self.pseudo_raw.shape[0], device=self.pseudo_raw.device)
+        )
+        return dist.MixtureSameFamily(uniform, components)
+
+    def forward(self) -> torch.Tensor:
+        return pyro.sample("z", self.marginal())
