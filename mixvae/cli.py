@@ -70,12 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _list() -> None:
     from mixvae.data import DATASETS
     from mixvae.guides import GUIDES
-    from mixvae.inference import compatible_priors
+    from mixvae.inference import compatible_guides, compatible_priors
     from mixvae.models import LIKELIHOODS, PRIORS
 
     print("priors:")
     for name, cls in PRIORS.items():
         print(f"  {name:<14} {cls.story}")
+        print(f"  {'':<14} pairs with guides: {', '.join(compatible_guides(name))}")
     print("guides:")
     for name, cls in GUIDES.items():
         print(f"  {name:<14} {cls.story}")

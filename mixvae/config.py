@@ -35,6 +35,10 @@ class TrainConfig:
     components: int = _opt(10, "number K of prior mixture components (and of the categorical guide)")
     guide_components: int | None = _opt(None, "components of the mixture guide (default: --components)")
     pseudo_inputs: int = _opt(500, "number K of learned pseudo-inputs of the vampprior")
+    w_dim: int | None = _opt(None, "dimension of w for the dilokthanakul prior (default: --latent-dim)")
+    zprior_threshold: float | None = _opt(
+        None, "dilokthanakul z-prior free bits: KL(p(c|w,z) || p(c)) gets gradient only above this (nats)"
+    )
     hidden: tuple[int, ...] = _opt(
         (512, 512), "hidden layer sizes of encoder and decoder, comma-separated ('' for linear)"
     )
@@ -76,6 +80,10 @@ class TrainConfig:
             raise ConfigError(f"--hidden sizes must be positive, got {self.hidden!r}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr!r}")
+        if self.w_dim is not None and self.w_dim < 1:
+            raise ConfigError(f"--w-dim must be a positive integer, got {self.w_dim!r}")
+        if self.zprior_threshold is not None and self.zprior_threshold < 0:
+            raise ConfigError(f"--zprior-threshold must be >= 0, got {self.zprior_threshold!r}")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ConfigError(f"--clip-grad must be positive, got {self.clip_grad!r}")
         if self.warmup_epochs < 0:

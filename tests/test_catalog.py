@@ -30,3 +30,91 @@ def test_vampprior_parameters_are_not_duplicated():
     assert model_ids.isdisjoint({id(p) for p in guide.parameters()})
     assert id(model.prior.pseudo_raw) in model_ids
     assert not any(k.startswith("prior._encoder") for k in model.state_dict())
+
+
+@pytest.mark.parametrize("threshold,beta", [(None, 1.0), (None, 0.4), (0.5, 1.0), (50.0, 0.4)])
+def test_dilokthanakul_elbo_is_the_explicit_sum_over_c(threshold, beta, small_digits):
+    """On fixed weights, Pyro's enumerated objective equals the hand-written sum over c."""
+    from pyro import poutine
+    from torch.distributions import Normal
+
+    from mixvae.inference import LatentScale, make_elbo
+
+    k, d = 4, 3
+    config = TrainConfig(
+        prior="dilokthanakul",
+        guide="dilokthanakul",
+        latent_dim=d,
+        w_dim=2,
+        components=k,
+        hidden=(16,),
+        zprior_threshold=threshold,
+    )
+    model, guide = build(config, 64)
+    x = small_digits.train_x[:5]
+    trace = poutine.trace(guide).get_trace(x)
+    w, z = trace.nodes["w"]["value"], trace.nodes["z"]["value"]
+    scale = LatentScale(beta)
+    pyro_elbo = -make_elbo().differentiable_loss(scale(model), scale(poutine.replay(guide, trace=trace)), x)
+    # by hand
+    prior = model.prior
+    out = prior.net(w).unflatten(-1, (k, 2, d))
+    locs, scales = out[..., 0, :], torch.nn.functional.softplus(out[..., 1, :]) + 1e-4
+    per_c = math.log(1 / k) + Normal(locs, scales).log_prob(z.unsqueeze(-2)).sum(-1)  # (B, K)
+    log_pz_given_w = torch.logsumexp(per_c, -1)
+    log_pw = Normal(0.0, 1.0).log_prob(w).sum(-1)
+    q = guide.q_latents(x)
+    log_q = q["w"].log_prob(w) + q["z"].log_prob(z)
+    log_px = model.decoder(z).log_prob(x)
+    kl_terms = log_pw + log_pz_given_w - log_q
+    if threshold is not None:
+        r = per_c.log_softmax(-1)
+        kl_c = (r.exp() * (r - math.log(1 / k))).sum(-1)
+        kl_terms = kl_terms + (kl_c - threshold).clamp(max=0)
+    by_hand = (log_px + beta * kl_terms).sum()
+    assert float(pyro_elbo.detach()) == pytest.approx(float(by_hand.detach()), rel=1e-5)
+    # and the gradients agree, the clamp's included
+    params = list(prior.parameters())
+    g_pyro = torch.autograd.grad(pyro_elbo, params, retain_graph=True)
+    g_hand = torch.autograd.grad(by_hand, params)
+    for a, b in zip(g_pyro, g_hand, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_zprior_clamp_removes_the_kl_gradient_below_threshold(small_digits):
+    """Below lambda the z-prior KL stops pulling p(c | w, z) towards uniform."""
+    from pyro import poutine
+
+    from mixvae.inference import make_elbo
+
+    grads = {}
+    for threshold in (None, 1e6):
+        torch.manual_seed(0)
+        config = TrainConfig(
+            prior="dilokthanakul",
+            guide="dilokthanakul",
+            latent_dim=3,
+            w_dim=2,
+            components=4,
+            hidden=(16,),
+            zprior_threshold=threshold,
+        )
+        model, guide = build(config, 64)
+        x = small_digits.train_x[:5]
+        trace = poutine.trace(guide).get_trace(x)
+        loss = make_elbo().differentiable_loss(model, poutine.replay(guide, trace=trace), x)
+        grads[threshold] = torch.autograd.grad(loss, list(model.prior.parameters()))
+    assert any(not torch.allclose(a, b) for a, b in zip(grads[None], grads[1e6], strict=True))
+
+
+def test_dilokthanakul_clusters_and_samples(small_digits):
+    from mixvae.inference import component_posterior
+
+    model, guide = build(
+        TrainConfig(prior="dilokthanakul", guide="dilokthanakul", latent_dim=3, components=4, hidden=(16,)),
+        64,
+    )
+    probs = component_posterior(model, guide, small_digits.test_x[:9], num_samples=4)
+    assert probs.shape == (9, 4) and torch.allclose(probs.sum(-1), torch.ones(9))
+    assert model.sample(6, component=2).shape == (6, 64)
+    assert model.prior.sample_z(6).shape == (6, 3)

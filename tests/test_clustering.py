@@ -20,7 +20,7 @@ def test_model_enumerated_posterior_matches_pyro_marginals(small_digits):
     x = small_digits.test_x[:6]
     trace = poutine.trace(guide).get_trace(x)
     marginals = make_elbo().compute_marginals(model, poutine.replay(guide, trace=trace), x)
-    ours = model.prior.component_log_posterior(trace.nodes["z"]["value"]).exp()
+    ours = model.prior.component_log_posterior({"z": trace.nodes["z"]["value"]}).exp()
     assert torch.allclose(marginals["y"].probs.reshape(ours.shape), ours, atol=1e-5)
 
 

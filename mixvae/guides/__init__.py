@@ -10,12 +10,14 @@ from mixvae.guides.base import GUIDES, Guide
 from mixvae.guides.gaussian import GaussianGuide
 from mixvae.guides.mixture import MixtureGuide, UnivariateMixtureOfNormals, diag_normal_mixture
 from mixvae.guides.categorical import CategoricalGuide
+from mixvae.guides.dilokthanakul import DilokthanakulGuide
 
 # isort: on
 
 __all__ = [
     "GUIDES",
     "CategoricalGuide",
+    "DilokthanakulGuide",
     "GaussianGuide",
     "Guide",
     "MixtureGuide",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import pyro
@@ -53,6 +54,14 @@ class Guide(PyroModule):
     def q_z(self, x: torch.Tensor) -> dist.TorchDistribution:
         """The encoder distribution q(z | x): batch shape (B,), event shape (D,)."""
         raise NotImplementedError
+
+    def q_latents(self, x: torch.Tensor) -> dict[str, dist.TorchDistribution]:
+        """q of every continuous site the guide provides, independent given x (``{"z": q_z(x)}``)."""
+        return {"z": self.q_z(x)}
+
+    def log_q(self, latents: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """log q of the continuous latents given x, discrete sites summed out."""
+        return sum(q.log_prob(latents[k]) for k, q in self.q_latents(x).items())
 
     def component_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y | x), shape (B, K); only for guides that provide ``y``."""

@@ -27,8 +27,9 @@ def component_posterior(
 
     * A guide that provides ``y`` (``categorical``): :math:`q(y \mid x)`, exact.
     * A model-enumerated ``y`` (e.g. ``gmm`` with a ``gaussian`` guide): the
-      posterior that enumeration computes, :math:`p(y \mid z)`, exact given
-      ``z`` and averaged over ``num_samples`` draws :math:`z \sim q(z \mid x)`.
+      posterior that enumeration computes, :math:`p(y \mid z)` (or
+      :math:`p(c \mid w, z)`), exact given the continuous latents and averaged
+      over ``num_samples`` draws of them from the guide.
     """
     if guide.discrete_site is None and model.prior.discrete_site is None:
         raise ConfigError(
@@ -45,8 +46,8 @@ def component_posterior(
             if guide.discrete_site is not None:
                 out.append(guide.component_logits(batch).softmax(-1))
             else:
-                z = guide.q_z(batch).sample((num_samples,))  # (S, B, D)
-                out.append(model.prior.component_log_posterior(z).exp().mean(0))
+                latents = {k: q.sample((num_samples,)) for k, q in guide.q_latents(batch).items()}
+                out.append(model.prior.component_log_posterior(latents).exp().mean(0))
     return torch.cat(out)
 
 

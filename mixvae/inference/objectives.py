@@ -18,7 +18,8 @@ class LatentScale(Messenger):
     ``E_q[log p(x | z)] - beta * KL``, with the same ``beta`` on every latent
     site (``y`` included, as :class:`~pyro.infer.TraceEnum_ELBO` requires of an
     enumerated site and the sites that depend on it).  Observed sites keep
-    their scale.  ``beta`` may be changed between steps.
+    their scale, except factors marked ``infer={"kl_term": True}`` (corrections
+    to a KL term, such as the z-prior clamp).  ``beta`` may be changed between steps.
     """
 
     def __init__(self, beta: float = 1.0) -> None:
@@ -26,7 +27,11 @@ class LatentScale(Messenger):
         self.beta = beta
 
     def _process_message(self, msg: dict[str, Any]) -> None:
-        if msg["type"] == "sample" and not msg["is_observed"] and self.beta != 1.0:
+        if (
+            msg["type"] == "sample"
+            and self.beta != 1.0
+            and (not msg["is_observed"] or msg["infer"].get("kl_term"))
+        ):
             msg["scale"] = self.beta * msg["scale"]
 
 

@@ -5,7 +5,7 @@ share; a new prior is one :class:`Prior` subclass plus one registry line.
 """
 
 from mixvae.models.decoders import LIKELIHOODS, BernoulliDecoder, Decoder, GaussianDecoder
-from mixvae.models.priors import PRIORS, GMMPrior, Prior, StandardPrior
+from mixvae.models.priors import PRIORS, DilokthanakulPrior, GMMPrior, Prior, StandardPrior, VampPrior
 from mixvae.models.vae import VAE
 
 __all__ = [
@@ -14,8 +14,10 @@ __all__ = [
     "VAE",
     "BernoulliDecoder",
     "Decoder",
+    "DilokthanakulPrior",
     "GMMPrior",
     "GaussianDecoder",
     "Prior",
     "StandardPrior",
+    "VampPrior",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pyro
@@ -9,7 +10,9 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
+from pyro.ops.indexing import Vindex
 
+from mixvae.nn import mlp, positive
 from mixvae.registry import Registry
 
 if TYPE_CHECKING:
@@ -60,11 +63,25 @@ class Prior(PyroModule):
         raise NotImplementedError
 
     def marginal(self) -> dist.TorchDistribution:
-        """p(z) with every discrete component summed out, event shape (D,)."""
-        raise NotImplementedError
+        """p(z) with every discrete component summed out, event shape (D,).
 
-    def component_log_posterior(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(y | z), shape ``z.shape[:-1] + (K,)``; only for mixture priors."""
+        Priors with latent sites besides ``z`` (``w`` of ``dilokthanakul``) have
+        no closed-form marginal; use :meth:`log_prob` and :meth:`sample_z`.
+        """
+        raise NotImplementedError(f"prior {self.name!r} has no closed-form marginal p(z)")
+
+    def log_prob(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """log p of the continuous latents (``{"z": ...}``, plus ``"w"`` where the prior
+        has it), every discrete site summed out; shape: their batch shape."""
+        return self.marginal().log_prob(latents["z"])
+
+    def sample_z(self, n: int, component: int | None = None) -> torch.Tensor:
+        """``n`` draws of z from the prior, or from one mixture component; shape (n, D)."""
+        p = self.marginal() if component is None else self.component_distribution(component)
+        return p.sample((n,))
+
+    def component_log_posterior(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """log p(component | continuous latents), shape ``batch + (K,)``; only for mixture priors."""
         raise NotImplementedError(f"prior {self.name!r} has no discrete component")
 
     def component_distribution(self, k: int) -> dist.TorchDistribution:
@@ -151,8 +168,8 @@ class GMMPrior(Prior):
     def marginal(self) -> dist.TorchDistribution:
         return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), self._components())
 
-    def component_log_posterior(self, z: torch.Tensor) -> torch.Tensor:
-        joint = self._components().log_prob(z.unsqueeze(-2)) + self.logits.log_softmax(-1)
+    def component_log_posterior(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        joint = self._components().log_prob(latents["z"].unsqueeze(-2)) + self.logits.log_softmax(-1)
         return joint.log_softmax(-1)
 
     def component_distribution(self, k: int) -> dist.TorchDistribution:
@@ -213,3 +230,106 @@ class VampPrior(Prior):
 
     def forward(self) -> torch.Tensor:
         return pyro.sample("z", self.marginal())
+
+
+@PRIORS.register("dilokthanakul")
+class DilokthanakulPrior(Prior):
+    r"""The GMVAE of Dilokthanakul et al. (2016, arXiv:1611.02648).
+
+    .. math::
+
+        w &\sim \mathcal{N}(0, I_W) \\
+        c &\sim \mathrm{Categorical}(1/K) \\
+        z \mid w, c &\sim \mathcal{N}(\mu_c(w), \mathrm{diag}\,\sigma_c(w)^2)
+
+    One network with K heads maps ``w`` to the component means and scales.
+    ``c`` is enumerated in the model, so the paper's "z-prior" term
+    :math:`-\mathrm{KL}(p(c \mid w, z) \,\|\, p(c))` is contained exactly in
+    :math:`\log p(z \mid w) = \log \sum_c p(c)\, p(z \mid w, c)`.  The guide
+    must provide ``w`` and ``z`` (the ``dilokthanakul`` guide).
+
+    :param latent_dim: dimension D of ``z``.
+    :param num_components: K.
+    :param w_dim: dimension W of ``w``.
+    :param hidden: hidden layers (tanh) of the network from ``w``.
+    :param zprior_threshold: the paper's minimum-information constraint
+        :math:`\lambda` (nats per datapoint): the z-prior KL term gets gradient
+        only while it exceeds :math:`\lambda`.  ``None`` switches it off.
+    """
+
+    latent_sites = ("w", "c", "z")
+    enumerated_sites = ("c",)
+    discrete_site = "c"
+    story = "w ~ N(0, I), c ~ Cat(1/K), z | w,c ~ N(mu_c(w), diag sigma_c(w)^2)"
+
+    def __init__(
+        self,
+        latent_dim: int,
+        num_components: int,
+        w_dim: int,
+        hidden: Sequence[int] = (128,),
+        zprior_threshold: float | None = None,
+    ) -> None:
+        super().__init__(latent_dim)
+        self.w_dim = w_dim
+        self._k = num_components
+        self.zprior_threshold = zprior_threshold
+        self.net = mlp([w_dim, *hidden, num_components * 2 * latent_dim], activation=torch.nn.Tanh)
+        self.register_buffer("_zeros_w", torch.zeros(w_dim))
+        self.register_buffer("_logits", torch.zeros(num_components))
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, data_dim: int, guide: torch.nn.Module) -> DilokthanakulPrior:
+        w_dim = config.w_dim or config.latent_dim
+        return cls(config.latent_dim, config.components, w_dim, zprior_threshold=config.zprior_threshold)
+
+    @property
+    def num_components(self) -> int:
+        return self._k
+
+    def w_dist(self) -> dist.TorchDistribution:
+        return dist.Normal(self._zeros_w, 1.0).to_event(1)
+
+    def component_params(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means and scales of p(z | w, c) for every c, each of shape ``w.shape[:-1] + (K, D)``."""
+        out = self.net(w).unflatten(-1, (self._k, 2, self.latent_dim))
+        return out[..., 0, :], positive(out[..., 1, :])
+
+    def forward(self) -> torch.Tensor:
+        w = pyro.sample("w", self.w_dist())
+        locs, scales = self.component_params(w)
+        c = pyro.sample("c", dist.Categorical(logits=self._logits), infer={"enumerate": "parallel"})
+        # Vindex broadcasts c (K, 1) under enumeration against the batch of w.
+        z = pyro.sample("z", dist.Normal(Vindex(locs)[..., c, :], Vindex(scales)[..., c, :]).to_event(1))
+        if self.zprior_threshold is not None:
+            # log p(z|w) = E_r[log p(z|w,c)] - KL(r || p(c)) with r = p(c|w,z); adding
+            # min(0, KL - lambda) replaces -KL by the constant -lambda while KL < lambda.
+            r = self._component_logits(locs, scales, z).log_softmax(-1)
+            kl = (r.exp() * (r - self._logits.log_softmax(-1))).sum(-1)
+            clamp = dist.Unit((kl - self.zprior_threshold).clamp(max=0.0))
+            pyro.sample(
+                "zprior_clamp", clamp, obs=clamp.sample(), infer={"is_auxiliary": True, "kl_term": True}
+            )
+        return z
+
+    def _component_logits(self, locs: torch.Tensor, scales: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self._logits.log_softmax(-1) + dist.Normal(locs, scales).log_prob(z.unsqueeze(-2)).sum(-1)
+
+    def log_prob(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        w, z = latents["w"], latents["z"]
+        locs, scales = self.component_params(w)
+        return self.w_dist().log_prob(w) + torch.logsumexp(self._component_logits(locs, scales, z), -1)
+
+    def component_log_posterior(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        locs, scales = self.component_params(latents["w"])
+        return self._component_logits(locs, scales, latents["z"]).log_softmax(-1)
+
+    def sample_z(self, n: int, component: int | None = None) -> torch.Tensor:
+        w = self.w_dist().sample((n,))
+        locs, scales = self.component_params(w)  # (n, K, D)
+        if component is None:
+            c = dist.Categorical(logits=self._logits).sample((n,))
+        else:
+            c = torch.full((n,), component, dtype=torch.long, device=w.device)
+        pick = c[:, None, None].expand(n, 1, self.latent_dim)
+        return dist.Normal(locs.gather(1, pick)[:, 0], scales.gather(1, pick)[:, 0]).sample()

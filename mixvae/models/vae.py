@@ -45,5 +45,4 @@ class VAE(PyroModule):
     @torch.no_grad()
     def sample(self, n: int, component: int | None = None) -> torch.Tensor:
         """Decoder means E[x | z] for ``n`` draws of z from the prior (or one component)."""
-        p = self.prior.marginal() if component is None else self.prior.component_distribution(component)
-        return self.decoder.mean(p.sample((n,)))
+        return self.decoder.mean(self.prior.sample_z(n, component))

@@ -1,0 +1,71 @@
+"""The guide of the Dilokthanakul et al. GMVAE: q(w | x) q(z | x)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from mixvae.guides.base import GUIDES, Guide
+from mixvae.nn import mlp, positive
+
+if TYPE_CHECKING:
+    from mixvae.config import TrainConfig
+
+
+@GUIDES.register("dilokthanakul")
+class DilokthanakulGuide(Guide):
+    r"""Gaussian encoders for both continuous latents of the ``dilokthanakul`` prior.
+
+    .. math::
+
+        q(w, z \mid x) = \mathcal{N}(w; \mu_w(x), \mathrm{diag}\,\sigma_w(x)^2)\,
+                         \mathcal{N}(z; \mu_z(x), \mathrm{diag}\,\sigma_z(x)^2)
+
+    The component ``c`` is not in the guide: the model sums it out exactly.
+
+    :param data_dim: dimension P of ``x``.
+    :param latent_dim: dimension D of ``z``.
+    :param w_dim: dimension W of ``w``.
+    :param hidden: hidden layer sizes of the shared encoder body.
+    """
+
+    provides = ("w", "z")
+    story = "q(w|x) q(z|x), both diagonal Gaussians; for the dilokthanakul prior"
+
+    def __init__(
+        self, data_dim: int, latent_dim: int, w_dim: int, hidden: Sequence[int] = (512, 512)
+    ) -> None:
+        super().__init__(data_dim, latent_dim)
+        self.w_dim = w_dim
+        width = hidden[-1] if hidden else data_dim
+        self.body = mlp([data_dim, *hidden]) if hidden else nn.Identity()
+        if hidden:
+            self.body.append(nn.ReLU())
+        self.z_head = nn.Linear(width, 2 * latent_dim)
+        self.w_head = nn.Linear(width, 2 * w_dim)
+        pyro.nn.module.to_pyro_module_(self)
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, data_dim: int) -> DilokthanakulGuide:
+        return cls(data_dim, config.latent_dim, config.w_dim or config.latent_dim, config.hidden)
+
+    def q_latents(self, x: torch.Tensor) -> dict[str, dist.TorchDistribution]:
+        h = self.body(x)
+        out = {}
+        for site, head in (("w", self.w_head), ("z", self.z_head)):
+            loc, raw = head(h).chunk(2, dim=-1)
+            out[site] = dist.Normal(loc, positive(raw)).to_event(1)
+        return out
+
+    def q_z(self, x: torch.Tensor) -> dist.TorchDistribution:
+        return self.q_latents(x)["z"]
+
+    def sample_latents(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.q_latents(x)
+        pyro.sample("w", q["w"])
+        return pyro.sample("z", q["z"])
