@@ -64,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
     sub.add_parser("list", help="list the priors, guides, likelihoods and data sets")
+    sample = sub.add_parser("sample", help="write a PNG grid of samples from a trained run")
+    sample.add_argument("run", help="the run folder")
+    sample.add_argument("--n", type=int, default=64, help="number of samples (per row with --component all)")
+    sample.add_argument(
+        "--source",
+        default="prior",
+        choices=("prior", "aggregate", "posthoc-gmm"),
+        help="the prior, the aggregate posterior q(z), or a GMM fitted to q(z) (fitted on first use)",
+    )
+    sample.add_argument(
+        "--component", default=None, help="fix the mixture component k, or 'all' for one row per component"
+    )
+    sample.add_argument("--seed", type=int, default=0, help="random seed")
+    sample.add_argument("--out", default=None, help="PNG path (default: RUN/samples-SOURCE[-COMPONENT].png)")
     return parser
 
 
@@ -126,6 +140,45 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pyro
+
+    from mixvae.data import load_dataset
+    from mixvae.inference import load_run
+    from mixvae.inference.figures import plot_sample_grid
+    from mixvae.inference.sampling import sample_images
+
+    run = load_run(args.run)
+    component: int | str | None = args.component
+    if component not in (None, "all"):
+        try:
+            component = int(component)
+        except ValueError:
+            raise ConfigError(f"--component takes an integer or 'all', got {component!r}") from None
+    c = run.config
+    data = None if args.source == "prior" else load_dataset(c.dataset, c.data_dir, c.download)
+    if data is not None and data.image_shape is None:
+        raise ConfigError(f"data set {c.dataset!r} has no image shape to draw")
+    shape = data.image_shape if data is not None else _image_shape(c.dataset, run.model.decoder.data_dim)
+    pyro.set_rng_seed(args.seed)
+    images = sample_images(run, args.n, args.source, component, data)
+    suffix = "" if component is None else f"-{component}"
+    out = Path(args.out) if args.out else Path(args.run) / f"samples-{args.source}{suffix}.png"
+    title = f"samples from the {args.source}" + ("" if component is None else f", component {component}")
+    plot_sample_grid(images, shape, out, title)
+    print(out)
+    return 0
+
+
+def _image_shape(dataset: str, data_dim: int) -> tuple[int, int]:
+    side = int(round(data_dim**0.5))
+    if side * side != data_dim:
+        raise ConfigError(f"cannot draw {data_dim}-dimensional data of {dataset!r} as square images")
+    return side, side
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mixvae`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -133,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             _list()
             return 0
+        if args.command == "sample":
+            return _sample(args)
         return _train(args)
     except MixvaeError as e:
         print(f"mixvae: error: {e}", file=sys.stderr)

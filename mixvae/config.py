@@ -39,6 +39,8 @@ class TrainConfig:
     zprior_threshold: float | None = _opt(
         None, "dilokthanakul z-prior free bits: KL(p(c|w,z) || p(c)) gets gradient only above this (nats)"
     )
+    posthoc_components: int = _opt(10, "components of the post-hoc GMM fitted to q(z) (posthoc-gmm)")
+    posthoc_bic: bool = _opt(False, "choose the post-hoc GMM's K <= --posthoc-components by BIC")
     hidden: tuple[int, ...] = _opt(
         (512, 512), "hidden layer sizes of encoder and decoder, comma-separated ('' for linear)"
     )
@@ -65,6 +67,7 @@ class TrainConfig:
             "latent_dim": "--latent-dim",
             "components": "--components",
             "pseudo_inputs": "--pseudo-inputs",
+            "posthoc_components": "--posthoc-components",
             "epochs": "--epochs",
             "batch_size": "--batch-size",
             "checkpoint_every": "--checkpoint-every",

@@ -89,3 +89,15 @@ def plot_latent_scatter(guide: Guide, x: torch.Tensor, labels: torch.Tensor | No
     ax.set_title("encoder means of the held-out data")
     fig.tight_layout()
     fig.savefig(path)
+
+
+def plot_sample_grid(images: torch.Tensor, shape: tuple[int, int], path: str | Path, title: str) -> None:
+    """A grid of images shaped (rows, cols, P), as :func:`mixvae.inference.sampling.sample_images` returns."""
+    rows, cols = images.shape[:2]
+    fig = _figure(max(2.0, cols * 0.6), rows * 0.6 + 0.5)
+    ax = fig.add_subplot()
+    ax.imshow(_image_grid(images.reshape(rows * cols, -1), rows, cols, shape), cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)

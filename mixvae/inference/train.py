@@ -31,6 +31,7 @@ from mixvae.inference.checkpoint import load_checkpoint, save_checkpoint
 from mixvae.inference.clustering import cluster_assignments, clustering_scores
 from mixvae.inference.objectives import LatentScale, evaluate_elbo, has_discrete_site, make_elbo
 from mixvae.inference.pairs import build, check_names
+from mixvae.inference.posthoc import PosthocGMM, fit_posthoc_gmm
 from mixvae.models import VAE
 
 #: seed of the one-off binarisation of evaluation data (``--binarize dynamic``)
@@ -421,6 +422,8 @@ def _fit(
                     run.interrupted = stop.signal
                     return run
             bar.close()
+            if getattr(model.prior, "fits_posthoc_gmm", False):
+                ensure_posthoc_gmm(run, data, refit=True)
             run.summary = summarize(run, data, seconds=time.perf_counter() - start)
             (run.run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
             if figures:
@@ -430,6 +433,23 @@ def _fit(
         bar.close()
         torch.set_flush_denormal(False)
     return run
+
+
+def ensure_posthoc_gmm(run: Run, data: Dataset, refit: bool = False) -> PosthocGMM:
+    """The run's post-hoc GMM: loaded from the run folder, or fitted and saved there."""
+    assert run.run_dir is not None
+    gmm = None if refit else PosthocGMM.load(run.run_dir)
+    if gmm is None:
+        device = next(run.guide.parameters()).device
+        gmm = fit_posthoc_gmm(
+            run.guide,
+            data.train_x.to(device),
+            run.config.posthoc_components,
+            select_by_bic=run.config.posthoc_bic,
+            seed=run.config.seed,
+        )
+        gmm.save(run.run_dir)
+    return gmm
 
 
 def summarize(run: Run, data: Dataset, seconds: float | None = None) -> dict[str, Any]:

@@ -5,7 +5,15 @@ share; a new prior is one :class:`Prior` subclass plus one registry line.
 """
 
 from mixvae.models.decoders import LIKELIHOODS, BernoulliDecoder, Decoder, GaussianDecoder
-from mixvae.models.priors import PRIORS, DilokthanakulPrior, GMMPrior, Prior, StandardPrior, VampPrior
+from mixvae.models.priors import (
+    PRIORS,
+    DilokthanakulPrior,
+    GMMPrior,
+    PosthocGMMPrior,
+    Prior,
+    StandardPrior,
+    VampPrior,
+)
 from mixvae.models.vae import VAE
 
 __all__ = [
@@ -17,6 +25,7 @@ __all__ = [
     "DilokthanakulPrior",
     "GMMPrior",
     "GaussianDecoder",
+    "PosthocGMMPrior",
     "Prior",
     "StandardPrior",
     "VampPrior",
