@@ -41,6 +41,12 @@ class TrainConfig:
     )
     posthoc_components: int = _opt(10, "components of the post-hoc GMM fitted to q(z) (posthoc-gmm)")
     posthoc_bic: bool = _opt(False, "choose the post-hoc GMM's K <= --posthoc-components by BIC")
+    labels_per_class: int | None = _opt(
+        None, "semi-supervised: keep the labels of this many training points per class"
+    )
+    class_weight: float = _opt(
+        50.0, "semi-supervised: weight of the classification loss of q(y|x) (Kingma et al. 2014)"
+    )
     hidden: tuple[int, ...] = _opt(
         (512, 512), "hidden layer sizes of encoder and decoder, comma-separated ('' for linear)"
     )
@@ -87,6 +93,10 @@ class TrainConfig:
             raise ConfigError(f"--w-dim must be a positive integer, got {self.w_dim!r}")
         if self.zprior_threshold is not None and self.zprior_threshold < 0:
             raise ConfigError(f"--zprior-threshold must be >= 0, got {self.zprior_threshold!r}")
+        if self.labels_per_class is not None and self.labels_per_class < 1:
+            raise ConfigError(f"--labels-per-class must be a positive integer, got {self.labels_per_class!r}")
+        if self.class_weight < 0:
+            raise ConfigError(f"--class-weight must be >= 0, got {self.class_weight!r}")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ConfigError(f"--clip-grad must be positive, got {self.clip_grad!r}")
         if self.warmup_epochs < 0:

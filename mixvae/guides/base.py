@@ -67,10 +67,16 @@ class Guide(PyroModule):
         """Logits of q(y | x), shape (B, K); only for guides that provide ``y``."""
         raise NotImplementedError(f"guide {self.name!r} does not provide a discrete site")
 
-    def sample_latents(self, x: torch.Tensor) -> torch.Tensor:
-        """Declare the guide's sample sites (inside the data plate); return z."""
+    def sample_latents(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Declare the guide's sample sites (inside the data plate); return z.
+
+        ``labels`` are the observed values of the model's discrete site; a
+        guide that provides that site then conditions on them instead.
+        """
         return pyro.sample("z", self.q_z(x))
 
-    def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, num_data: int | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         with data_plate(x, num_data):
-            return self.sample_latents(x)
+            return self.sample_latents(x, labels)

@@ -80,13 +80,16 @@ class CategoricalGuide(Guide):
         loc, raw = self.z_head(torch.relu(self.h_proj(h) + y_emb)).chunk(2, dim=-1)
         return loc, positive(raw)
 
-    def sample_latents(self, x: torch.Tensor) -> torch.Tensor:
+    def sample_latents(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = self.body(x)  # (B, H)
-        y = pyro.sample(
-            "y",
-            dist.Categorical(logits=self.y_head(h)),
-            infer={"enumerate": "parallel"},
-        )  # (K, 1) when enumerated, (B,) when sampled
+        if labels is None:
+            y = pyro.sample(
+                "y",
+                dist.Categorical(logits=self.y_head(h)),
+                infer={"enumerate": "parallel"},
+            )  # (K, 1) when enumerated, (B,) when sampled
+        else:
+            y = labels  # observed in the model: q(z | x, y) conditions on the label
         loc, scale = self._z_params(h, self.y_embed(y))  # (K, B, D) or (B, D)
         return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 

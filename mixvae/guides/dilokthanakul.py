@@ -65,7 +65,7 @@ class DilokthanakulGuide(Guide):
     def q_z(self, x: torch.Tensor) -> dist.TorchDistribution:
         return self.q_latents(x)["z"]
 
-    def sample_latents(self, x: torch.Tensor) -> torch.Tensor:
+    def sample_latents(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         q = self.q_latents(x)
         pyro.sample("w", q["w"])
         return pyro.sample("z", q["z"])

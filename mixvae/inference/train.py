@@ -324,6 +324,78 @@ def _truncate_metrics(path: Path, epochs: int) -> None:
         path.write_text("".join(ln + "\n" for ln in lines))
 
 
+@dataclass
+class LabelledSplit:
+    """Indices into the training set: labelled (semi-supervised) and unlabelled points."""
+
+    labelled: torch.Tensor
+    unlabelled: torch.Tensor
+
+
+def labelled_split(data: Dataset, config: TrainConfig, model: VAE, guide: Guide) -> LabelledSplit:
+    """The first ``labels_per_class`` points of each class (in a seeded order) keep their label.
+
+    :raises ConfigError: when labels cannot be used: no labels in the data, no
+        discrete site, or a number of components that differs from the number of classes.
+    """
+    everything = torch.arange(len(data.train_x))
+    if config.labels_per_class is None:
+        return LabelledSplit(everything[:0], everything)
+    if data.train_y is None:
+        raise ConfigError(f"--labels-per-class needs labels, and data set {data.name!r} has none")
+    k = model.prior.num_components
+    if model.prior.discrete_site is None:
+        raise ConfigError(
+            f"--labels-per-class needs a prior with a discrete component; prior {model.prior.name!r} has none"
+        )
+    if k != data.num_classes:
+        raise ConfigError(
+            f"--labels-per-class makes the labels the values of {model.prior.discrete_site!r}: use "
+            f"--components {data.num_classes} (the number of classes), not {k}"
+        )
+    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(config.seed))
+    labels = data.train_y[order]
+    chosen = []
+    for c in range(k):
+        members = order[labels == c]
+        if len(members) < config.labels_per_class:
+            raise ConfigError(
+                f"class {c} has only {len(members)} training points; use --labels-per-class "
+                f"{len(members)} or fewer"
+            )
+        chosen.append(members[: config.labels_per_class])
+    labelled = torch.cat(chosen).sort().values
+    mask = torch.ones(len(everything), dtype=torch.bool)
+    mask[labelled] = False
+    return LabelledSplit(labelled, everything[mask])
+
+
+def _labelled_loss(
+    run: Run,
+    elbo: Any,
+    warmup: LatentScale,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """Negative ELBO of a labelled minibatch (y observed) plus the classification loss.
+
+    The classification term of Kingma et al. (2014), ``class_weight`` times the
+    cross-entropy of q(y|x) summed over the labelled set, applies when the guide
+    has a classifier q(y|x) (the ``categorical`` guide).
+    """
+    idx = torch.randint(len(x), (batch_size,), generator=gen, device=x.device)
+    xb, yb = x[idx], y[idx]
+    if run.config.binarize == "dynamic":
+        xb = torch.bernoulli(xb, generator=gen)
+    loss = elbo.differentiable_loss(warmup(run.model), warmup(run.guide), xb, len(x), yb)
+    if run.guide.discrete_site is not None and run.config.class_weight > 0:
+        ce = torch.nn.functional.cross_entropy(run.guide.component_logits(xb), yb)
+        loss = loss + run.config.class_weight * len(x) * ce
+    return loss
+
+
 def _fit(
     run: Run,
     data: Dataset,
@@ -339,10 +411,17 @@ def _fit(
     config, model, guide = run.config, run.model, run.guide
     assert run.run_dir is not None
     device = next(model.parameters()).device
-    train_x = data.train_x.to(device)
+    split = labelled_split(data, config, run.model, run.guide)
+    train_x = data.train_x[split.unlabelled].to(device)
     heldout_x = _eval_data(data.test_x.to(device), config)
     warmup = LatentScale()
     elbo = make_elbo(enumerates=has_discrete_site(model, guide))
+    if split.labelled.numel():
+        labelled_x = data.train_x[split.labelled].to(device)
+        labelled_y = data.train_y[split.labelled].to(device)
+        labelled_bs = min(config.batch_size, len(labelled_x))
+        # Labelled points observe the discrete site: nothing is enumerated for them.
+        labelled_elbo = make_elbo(enumerates=False)
     params = [*model.parameters(), *guide.parameters()]
     n, bs = len(train_x), config.batch_size
     steps_per_epoch = math.ceil(n / bs)
@@ -375,6 +454,10 @@ def _fit(
                     # and costs about 5% per step after that.
                     with pyro.validation_enabled(pos.step == 0):
                         loss = elbo.differentiable_loss(warmup(model), warmup(guide), xb, n)
+                        if split.labelled.numel():
+                            loss = loss + _labelled_loss(
+                                run, labelled_elbo, warmup, labelled_x, labelled_y, labelled_bs, gen
+                            )
                     optimizer.zero_grad(set_to_none=True)
                     if torch.isfinite(loss):
                         loss.backward()
@@ -472,8 +555,12 @@ def summarize(run: Run, data: Dataset, seconds: float | None = None) -> dict[str
     if seconds is not None:
         summary["train_seconds"] = seconds
     if data.test_y is not None and has_discrete_site(model, guide):
-        clusters = cluster_assignments(model, guide, test_x, batch_size=config.eval_batch_size)
-        summary["clustering"] = {"split": "heldout", **clustering_scores(clusters.cpu(), data.test_y)}
+        clusters = cluster_assignments(model, guide, test_x, batch_size=config.eval_batch_size).cpu()
+        summary["clustering"] = {"split": "heldout", **clustering_scores(clusters, data.test_y)}
+        if config.labels_per_class is not None:
+            # The labels fixed the meaning of each component: no matching needed.
+            summary["classification_accuracy"] = float((clusters == data.test_y).float().mean())
+            summary["labels_used"] = config.labels_per_class * int(data.num_classes or 0)
     return summary
 
 

@@ -59,8 +59,20 @@ class Prior(PyroModule):
         """Number of values of the discrete site (0 when there is none)."""
         return 0
 
-    def forward(self) -> torch.Tensor:
+    def forward(self, component: torch.Tensor | None = None) -> torch.Tensor:
+        """Declare the prior's sites inside the data plate and return z.
+
+        :param component: observed values of the discrete site (semi-supervised
+            labels), shape (B,); ``None`` enumerates it.  Priors without one ignore it.
+        """
         raise NotImplementedError
+
+    def _component_site(
+        self, name: str, fn: dist.TorchDistribution, component: torch.Tensor | None
+    ) -> torch.Tensor:
+        if component is None:
+            return pyro.sample(name, fn, infer={"enumerate": "parallel"})
+        return pyro.sample(name, fn, obs=component)
 
     def marginal(self) -> dist.TorchDistribution:
         """p(z) with every discrete component summed out, event shape (D,).
@@ -107,7 +119,7 @@ class StandardPrior(Prior):
     def marginal(self) -> dist.TorchDistribution:
         return dist.Normal(self._zeros, 1.0).to_event(1)
 
-    def forward(self) -> torch.Tensor:
+    def forward(self, component: torch.Tensor | None = None) -> torch.Tensor:
         return pyro.sample("z", self.marginal())
 
 
@@ -177,8 +189,8 @@ class GMMPrior(Prior):
         # enumeration gives (K, 1, D); y of shape (B,) gives (B, D).
         return dist.Normal(self.locs[y], self.scales[y]).to_event(1)
 
-    def forward(self) -> torch.Tensor:
-        y = pyro.sample("y", self.y_dist(), infer={"enumerate": "parallel"})
+    def forward(self, component: torch.Tensor | None = None) -> torch.Tensor:
+        y = self._component_site("y", self.y_dist(), component)
         return pyro.sample("z", self.z_dist(y))
 
     def _components(self) -> dist.TorchDistribution:
@@ -247,7 +259,7 @@ class VampPrior(Prior):
         )
         return dist.MixtureSameFamily(uniform, components)
 
-    def forward(self) -> torch.Tensor:
+    def forward(self, component: torch.Tensor | None = None) -> torch.Tensor:
         return pyro.sample("z", self.marginal())
 
 
@@ -314,10 +326,10 @@ class DilokthanakulPrior(Prior):
         out = self.net(w).unflatten(-1, (self._k, 2, self.latent_dim))
         return out[..., 0, :], positive(out[..., 1, :])
 
-    def forward(self) -> torch.Tensor:
+    def forward(self, component: torch.Tensor | None = None) -> torch.Tensor:
         w = pyro.sample("w", self.w_dist())
         locs, scales = self.component_params(w)
-        c = pyro.sample("c", dist.Categorical(logits=self._logits), infer={"enumerate": "parallel"})
+        c = self._component_site("c", dist.Categorical(logits=self._logits), component)
         # Vindex broadcasts c (K, 1) under enumeration against the batch of w.
         z = pyro.sample("z", dist.Normal(Vindex(locs)[..., c, :], Vindex(scales)[..., c, :]).to_event(1))
         if self.zprior_threshold is not None:

@@ -35,10 +35,16 @@ class VAE(PyroModule):
     def latent_dim(self) -> int:
         return self.prior.latent_dim
 
-    def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
-        """Score ``x`` (shape (B, P)); ``num_data`` scales the minibatch to the data set."""
+    def forward(
+        self, x: torch.Tensor, num_data: int | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Score ``x`` (shape (B, P)); ``num_data`` scales the minibatch to the data set.
+
+        ``labels`` (shape (B,)) observe the prior's discrete site instead of
+        enumerating it (semi-supervised training).
+        """
         with data_plate(x, num_data):
-            z = self.prior()
+            z = self.prior(labels)
             pyro.sample("x", self.decoder(z), obs=x)
         return z
 
