@@ -34,6 +34,15 @@ from mixvae.inference.pairs import build, check_names
 from mixvae.inference.posthoc import PosthocGMM, fit_posthoc_gmm
 from mixvae.models import VAE
 
+#: files a run writes besides config.json and checkpoint.pt (removed by --overwrite)
+RUN_ARTIFACTS = (
+    "metrics.jsonl",
+    "summary.json",
+    "posthoc_gmm.pt",
+    "evaluation.json",
+    "inference_data.nc",
+)
+
 #: seed of the one-off binarisation of evaluation data (``--binarize dynamic``)
 EVAL_BINARIZE_SEED = 12345
 
@@ -92,7 +101,10 @@ def prepare_run_dir(config: TrainConfig) -> Path:
         config.out = os.path.join("runs", f"{config.prior}-{config.guide}-{config.dataset}-{stamp}")
     run_dir = Path(config.out)
     if (run_dir / "checkpoint.pt").exists() and not config.overwrite:
-        raise ConfigError(f"{run_dir} already holds a run; choose another --out or pass --overwrite")
+        raise ConfigError(
+            f"{run_dir} already holds a run; choose another --out, pass --overwrite to replace it, "
+            f"or continue it with --resume {run_dir}"
+        )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -102,8 +114,9 @@ def prepare_run_dir(config: TrainConfig) -> Path:
         raise ConfigError(
             f"cannot write to the run folder {run_dir} ({e.strerror}); choose another --out"
         ) from None
-    if config.overwrite:
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    if config.overwrite:  # nothing of the replaced run may pass for the new one's
+        for name in RUN_ARTIFACTS:
+            (run_dir / name).unlink(missing_ok=True)
     return run_dir
 
 
