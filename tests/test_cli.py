@@ -141,7 +141,10 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--prior", "nope"], "unknown prior 'nope'; choose one of: standard, gmm"),
+        (
+            ["--prior", "nope"],
+            "unknown prior 'nope'; choose one of: standard, gmm, vampprior, dilokthanakul, posthoc-gmm",
+        ),
         (["--guide", "nope"], "unknown guide 'nope'; choose one of: gaussian, mixture, categorical"),
         (["--dataset", "nope"], "unknown dataset 'nope'; choose one of: digits"),
         (["--prior", "standard", "--guide", "categorical"], "inflate the ELBO by up to log K"),

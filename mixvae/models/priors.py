@@ -123,25 +123,6 @@ class StandardPrior(Prior):
         return pyro.sample("z", self.marginal())
 
 
-@PRIORS.register("posthoc-gmm")
-class PosthocGMMPrior(StandardPrior):
-    r"""Ex-post density estimation (Ghosh et al. 2020).
-
-    .. math::
-
-        z \sim \mathcal{N}(0, I_D) \ \text{(training)}, \qquad
-        z \sim \sum_k \hat\pi_k \mathcal{N}(\hat\mu_k, \hat\Sigma_k) \ \text{(after training)}
-
-    Trained exactly like ``standard``; at the end of training a full-covariance
-    GMM is fitted to the aggregate posterior and saved with the run
-    (``posthoc_gmm.pt``, see :mod:`mixvae.inference.posthoc`) for sampling and
-    likelihood evaluation.  Any other run gets one on first use.
-    """
-
-    story = "z ~ N(0, I) in training; then a GMM fitted to q(z) for sampling and likelihood"
-    fits_posthoc_gmm = True
-
-
 @PRIORS.register("gmm")
 class GMMPrior(Prior):
     r"""A learned Gaussian-mixture prior with the component summed out exactly.
@@ -364,3 +345,22 @@ class DilokthanakulPrior(Prior):
             c = torch.full((n,), component, dtype=torch.long, device=w.device)
         pick = c[:, None, None].expand(n, 1, self.latent_dim)
         return dist.Normal(locs.gather(1, pick)[:, 0], scales.gather(1, pick)[:, 0]).sample()
+
+
+@PRIORS.register("posthoc-gmm")
+class PosthocGMMPrior(StandardPrior):
+    r"""Ex-post density estimation (Ghosh et al. 2020).
+
+    .. math::
+
+        z \sim \mathcal{N}(0, I_D) \ \text{(training)}, \qquad
+        z \sim \sum_k \hat\pi_k \mathcal{N}(\hat\mu_k, \hat\Sigma_k) \ \text{(after training)}
+
+    Trained exactly like ``standard``; at the end of training a full-covariance
+    GMM is fitted to the aggregate posterior and saved with the run
+    (``posthoc_gmm.pt``, see :mod:`mixvae.inference.posthoc`) for sampling and
+    likelihood evaluation.  Any other run gets one on first use.
+    """
+
+    story = "z ~ N(0, I) in training; then a GMM fitted to q(z) for sampling and likelihood"
+    fits_posthoc_gmm = True
