@@ -64,6 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
     sub.add_parser("list", help="list the priors, guides, likelihoods and data sets")
+    evaluate = sub.add_parser("evaluate", help="log-likelihood, ELBO surgery, clustering and sample quality")
+    evaluate.add_argument("run", help="the run folder")
+    evaluate.add_argument(
+        "--iw-samples",
+        type=int,
+        default=1000,
+        help="importance samples per datapoint (5000 for reported numbers)",
+    )
+    evaluate.add_argument("--split", default="test", choices=("test", "train"), help="which data to evaluate")
+    evaluate.add_argument(
+        "--surgery-points",
+        type=int,
+        default=None,
+        help="datapoints in the aggregate posterior (default: all)",
+    )
+    evaluate.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    evaluate.add_argument("--seed", type=int, default=0, help="random seed")
+    evaluate.add_argument("--device", default="cpu", help="torch device: cpu | cuda")
     sample = sub.add_parser("sample", help="write a PNG grid of samples from a trained run")
     sample.add_argument("run", help="the run folder")
     sample.add_argument("--n", type=int, default=64, help="number of samples (per row with --component all)")
@@ -172,6 +190,28 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from mixvae.inference.evaluation import evaluate_run
+
+    if args.iw_samples < 1:
+        raise ConfigError(f"--iw-samples must be a positive integer, got {args.iw_samples}")
+    result = evaluate_run(
+        args.run,
+        iw_samples=args.iw_samples,
+        split=args.split,
+        figures=not args.no_figures,
+        seed=args.seed,
+        surgery_points=args.surgery_points,
+        device=args.device,
+    )
+    print(
+        f"{args.run}/evaluation.json: log p(x) {result['log_likelihood']:.3f}, ELBO {result['elbo']:.3f} "
+        f"nats ({args.split}, S={result['iw_samples']}); MI {result['mutual_information']:.3f}, "
+        f"marginal KL {result['marginal_kl']:.3f}, active units {result['active_units']}"
+    )
+    return 0
+
+
 def _image_shape(dataset: str, data_dim: int) -> tuple[int, int]:
     side = int(round(data_dim**0.5))
     if side * side != data_dim:
@@ -188,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "sample":
             return _sample(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _train(args)
     except MixvaeError as e:
         print(f"mixvae: error: {e}", file=sys.stderr)

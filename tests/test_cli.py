@@ -204,3 +204,17 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "mixvae: error: --components must be a positive integer, got -3"
+
+
+def test_evaluate_command_and_overwrite_clears_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--components", "3", "--out", str(out)]) == 0
+    assert main(["evaluate", str(out), "--iw-samples", "20", "--no-figures", "--surgery-points", "100"]) == 0
+    result = json.loads((out / "evaluation.json").read_text())
+    assert result["iw_samples"] == 20 and result["elbo"] <= result["log_likelihood"] + 0.5
+    assert set(result["clustering"]) >= {"model", "kmeans", "gmm"}
+    assert "log p(x)" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--iw-samples", "0"]) == 2
+    assert "--iw-samples must be a positive integer" in capsys.readouterr().err
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "evaluation.json").exists()

@@ -70,3 +70,15 @@ def test_diag_normal_mixture_mean_and_log_prob(d):
         -1,
     )
     assert torch.allclose(m.log_prob(z), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_batched_mixture_draws_come_from_their_own_datapoint(d):
+    """Pyro 1.9's MixtureOfDiagNormals.sample((S,)) mixes up datapoints; ours must not."""
+    locs = torch.arange(4.0).view(4, 1, 1).expand(4, 2, d)  # datapoint i sits at i
+    m = diag_normal_mixture(locs, torch.full((4, 2, d), 1e-3), torch.zeros(4, 2))
+    for s in (3, 7):
+        z = m.sample((s,))
+        assert z.shape == (s, 4, d)
+        assert torch.allclose(z, locs[:, 0].expand(s, 4, d), atol=0.01)
+    assert m.rsample((2,)).shape == (2, 4, d)

@@ -20,7 +20,6 @@ from mixvae.inference.aggregate import (
     draw_aggregate_posterior,
     elbo_surgery,
     mmd_test,
-    sample_batched,
 )
 from mixvae.inference.eval_figures import FIGURE_NAMES
 from mixvae.inference.evaluation import (
@@ -198,7 +197,7 @@ def test_batched_sampling_keeps_datapoints_apart():
     n, k = 7, 3
     locs = (10.0 * torch.arange(n)).view(n, 1, 1).expand(n, k, 2) + torch.randn(n, k, 2)
     q = diag_normal_mixture(locs, torch.full((n, k, 2), 0.1), torch.zeros(n, k))
-    z = sample_batched(q, 4000)
+    z = q.sample((4000,))
     assert z.shape == (4000, n, 2)
     assert torch.allclose(z.mean(0), q.mean, atol=0.1)
 

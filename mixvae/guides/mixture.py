@@ -95,7 +95,24 @@ class UnivariateMixtureOfNormals(dist.TorchDistribution):
 
 
 class MixtureOfDiagNormals(dist.MixtureOfDiagNormals):
-    """Pyro's :class:`~pyro.distributions.MixtureOfDiagNormals` plus its ``mean``."""
+    """Pyro's :class:`~pyro.distributions.MixtureOfDiagNormals`, plus its ``mean``, with
+    ``sample_shape`` fixed for batched mixtures.
+
+    Pyro 1.9's ``rsample(sample_shape)`` draws sample s from datapoint s's
+    components when the mixture is batched (and fails when S exceeds the batch
+    size); expanding to ``sample_shape + batch_shape`` first gives correct
+    independent draws per datapoint.
+    """
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        sample_shape = torch.Size(sample_shape)
+        if sample_shape and self.batch_shape:
+            return self.expand(sample_shape + self.batch_shape).rsample()
+        return super().rsample(sample_shape)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
 
     @property
     def mean(self) -> torch.Tensor:

@@ -34,19 +34,6 @@ from mixvae.models import VAE
 MAX_PAIR_ELEMENTS = 2**23
 
 
-def sample_batched(q: torch.distributions.Distribution, num_samples: int) -> torch.Tensor:
-    """``num_samples`` draws from each member of a batched distribution, shape (S,) + batch + event.
-
-    Goes through ``q.expand`` instead of ``q.sample((num_samples,))``: Pyro
-    1.9.2's :class:`~pyro.distributions.MixtureOfDiagNormals` (the mixture
-    guides' q(z | x)) gathers the component parameters along the wrong
-    dimension when both the sample shape and the batch shape are non-empty
-    (draw s takes datapoint s's components; an error when S > B).  The
-    expanded parameters are views, so no memory is copied.
-    """
-    return q.expand(torch.Size((num_samples,)) + q.batch_shape).sample()
-
-
 class AggregateDraws(NamedTuple):
     """Draws from the aggregate posterior and the datapoint each one came from."""
 
@@ -90,7 +77,7 @@ def draw_latents(qs: Mapping[str, torch.distributions.Distribution], num_samples
     """One draw (``num_samples=None``) or ``num_samples`` draws of every latent in ``qs``."""
     if num_samples is None:
         return {k: q.sample() for k, q in qs.items()}
-    return {k: sample_batched(q, num_samples) for k, q in qs.items()}
+    return {k: q.sample((num_samples,)) for k, q in qs.items()}
 
 
 def log_q(qs: Mapping[str, torch.distributions.Distribution], latents: Latents) -> torch.Tensor:

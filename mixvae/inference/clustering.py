@@ -10,6 +10,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from mixvae.errors import ConfigError
 from mixvae.guides import Guide
+from mixvae.inference.rng import seeded
 from mixvae.models import VAE
 
 
@@ -37,11 +38,9 @@ def component_posterior(
             "to cluster with; use a mixture prior such as gmm"
         )
     out = []
-    devices = [x.device] if x.device.type == "cuda" else []
     # Scoped parameter store: calling the encoder must not register its
     # parameters in the caller's global store.
-    with torch.random.fork_rng(devices=devices), pyro.get_param_store().scope():
-        torch.manual_seed(seed)
+    with seeded(seed, x.device), pyro.get_param_store().scope():
         for batch in x.split(batch_size):
             if guide.discrete_site is not None:
                 out.append(guide.component_logits(batch).softmax(-1))

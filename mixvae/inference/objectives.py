@@ -10,6 +10,8 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 from pyro.poutine.messenger import Messenger
 
+from mixvae.inference.rng import seeded
+
 
 class LatentScale(Messenger):
     """Multiply the log-density of every *latent* sample site by ``beta``.
@@ -76,15 +78,13 @@ def evaluate_elbo(
         num_particles, vectorize_particles=num_particles > 1, enumerates=has_discrete_site(model, guide)
     )
     total = 0.0
-    devices = [x.device] if x.device.type == "cuda" else []
     # A scoped parameter store: evaluating must not leave the modules' parameters
     # registered in the caller's global store.
     with (
-        torch.random.fork_rng(devices=devices),
+        seeded(seed, x.device),
         pyro.validation_enabled(False),
         pyro.get_param_store().scope(),
     ):
-        pyro.set_rng_seed(seed)
         for batch in x.split(batch_size):
             total += elbo.loss(model, guide, batch)
     return -total / len(x)

@@ -6,6 +6,7 @@ import torch
 
 from mixvae.data import Dataset
 from mixvae.errors import ConfigError
+from mixvae.inference.aggregate import sample_aggregate_posterior
 from mixvae.inference.clustering import cluster_assignments
 from mixvae.inference.train import Run, ensure_posthoc_gmm
 
@@ -54,8 +55,7 @@ def sample_latents(
         x = x[cluster_assignments(run.model, run.guide, x) == component]
         if len(x) == 0:
             raise EmptyComponentError(f"no training point is assigned to component {component}; pick another")
-    idx = torch.randint(len(x), (n,), device=device)
-    return run.guide.q_z(x[idx]).sample()
+    return sample_aggregate_posterior(run.guide, x, n, seed=None)
 
 
 class EmptyComponentError(ConfigError):

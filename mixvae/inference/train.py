@@ -36,6 +36,10 @@ from mixvae.models import VAE
 
 #: files a run writes besides config.json and checkpoint.pt (removed by --overwrite)
 RUN_ARTIFACTS = (
+    "loss_curves.png",
+    "reconstructions.png",
+    "prior_samples.png",
+    "latent_scatter.png",
     "metrics.jsonl",
     "summary.json",
     "posthoc_gmm.pt",
@@ -115,7 +119,9 @@ def prepare_run_dir(config: TrainConfig) -> Path:
             f"cannot write to the run folder {run_dir} ({e.strerror}); choose another --out"
         ) from None
     if config.overwrite:  # nothing of the replaced run may pass for the new one's
-        for name in RUN_ARTIFACTS:
+        from mixvae.inference.eval_figures import FIGURE_NAMES
+
+        for name in (*RUN_ARTIFACTS, *FIGURE_NAMES, *(p.name for p in run_dir.glob("samples-*.png"))):
             (run_dir / name).unlink(missing_ok=True)
     return run_dir
 
@@ -257,6 +263,8 @@ def train(
     :returns: the trained :class:`Run`.
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
+    if dataset is not None:
+        config.dataset = dataset.name  # what the run was trained on, for later commands
     config.validate()
     check_names(config)
     device = resolve_device(config.device)
