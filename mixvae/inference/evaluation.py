@@ -53,7 +53,7 @@ from mixvae.inference.objectives import evaluate_elbo, has_discrete_site
 from mixvae.inference.posthoc import latent_codes
 from mixvae.inference.rng import seeded
 from mixvae.inference.sample_quality import fit_sample_classifier, sample_quality, score_images
-from mixvae.inference.train import Run, _eval_data, ensure_posthoc_gmm, load_run
+from mixvae.inference.train import Run, ensure_posthoc_gmm, evaluation_data, load_run
 from mixvae.models import VAE
 
 __all__ = [
@@ -292,8 +292,8 @@ def evaluate_run(
     raw_x = data.test_x if split == "test" else data.train_x
     labels = data.test_y if split == "test" else data.train_y
     labels = None if labels is None else labels.cpu()
-    x = _eval_data(raw_x.to(device), config)
-    train_x = _eval_data(data.train_x.to(device), config)
+    x = evaluation_data(raw_x.to(device), config)
+    train_x = evaluation_data(data.train_x.to(device), config)
     result: dict[str, Any] = {
         "prior": config.prior,
         "guide": config.guide,

@@ -126,7 +126,8 @@ def prepare_run_dir(config: TrainConfig) -> Path:
     return run_dir
 
 
-def _eval_data(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+def evaluation_data(x: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """The data as evaluation sees it: with ``--binarize dynamic``, binarised once with a fixed seed."""
     if config.binarize == "dynamic":
         g = torch.Generator(device=x.device).manual_seed(EVAL_BINARIZE_SEED)
         return torch.bernoulli(x, generator=g)
@@ -434,7 +435,7 @@ def _fit(
     device = next(model.parameters()).device
     split = labelled_split(data, config, run.model, run.guide)
     train_x = data.train_x[split.unlabelled].to(device)
-    heldout_x = _eval_data(data.test_x.to(device), config)
+    heldout_x = evaluation_data(data.test_x.to(device), config)
     warmup = LatentScale()
     elbo = make_elbo(enumerates=has_discrete_site(model, guide))
     if split.labelled.numel():
@@ -560,7 +561,7 @@ def summarize(run: Run, data: Dataset, seconds: float | None = None) -> dict[str
     """Final ELBOs (nats per datapoint, beta = 1) and, where possible, clustering scores."""
     config, model, guide = run.config, run.model, run.guide
     device = next(model.parameters()).device
-    test_x = _eval_data(data.test_x.to(device), config)
+    test_x = evaluation_data(data.test_x.to(device), config)
     summary: dict[str, Any] = {
         "prior": config.prior,
         "guide": config.guide,
@@ -569,7 +570,7 @@ def summarize(run: Run, data: Dataset, seconds: float | None = None) -> dict[str
         "num_train": len(data.train_x),
         "num_heldout": len(data.test_x),
         "train_elbo": evaluate_elbo(
-            model, guide, _eval_data(data.train_x.to(device), config), batch_size=config.eval_batch_size
+            model, guide, evaluation_data(data.train_x.to(device), config), batch_size=config.eval_batch_size
         ),
         "heldout_elbo": evaluate_elbo(model, guide, test_x, batch_size=config.eval_batch_size),
     }
