@@ -509,6 +509,7 @@ def _fit(
                         save_checkpoint(ckpt, _payload(run, optimizer, data.data_dim, pos, gen))
                         run.epoch, run.interrupted = pos.epoch, stop.signal
                         return run
+                train_seconds = time.perf_counter() - t0  # the optimisation steps alone
                 pos.epoch, pos.batch = pos.epoch + 1, 0
                 run.epoch = pos.epoch
                 record = {
@@ -517,6 +518,7 @@ def _fit(
                     "beta": warmup.beta,
                     "train_loss": pos.total / steps_per_epoch,
                     "heldout_elbo": evaluate_elbo(model, guide, heldout_x, batch_size=config.eval_batch_size),
+                    "train_seconds": train_seconds,
                     "seconds": time.perf_counter() - t0,
                 }
                 with open(run.run_dir / "metrics.jsonl", "a") as f:
