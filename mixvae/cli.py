@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="RUN", help="continue the run in folder RUN (same config) up to --epochs in total"
     )
     train.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
+    train.add_argument(
+        "--devices", type=int, default=None, help="train with PyTorch Lightning on N processes / GPUs"
+    )
+    train.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu", "auto"), help="with --devices")
+    train.add_argument("--strategy", default="ddp", help="Lightning strategy with --devices (default: ddp)")
     sub.add_parser("list", help="list the priors, guides, likelihoods and data sets")
     evaluate = sub.add_parser("evaluate", help="log-likelihood, ELBO surgery, clustering and sample quality")
     evaluate.add_argument("run", help="the run folder")
@@ -140,6 +145,20 @@ def _train(args: argparse.Namespace) -> int:
                 f"(drop {flags}, or start a new run with --out)"
             )
         run = resume(args.resume, progress=not args.quiet, **given)
+    elif getattr(args, "devices", None) is not None:
+        from mixvae.inference.lightning import train_lightning
+
+        if args.devices < 1:
+            raise ConfigError(f"--devices must be a positive integer, got {args.devices}")
+        run = train_lightning(
+            TrainConfig(**given),
+            devices=args.devices,
+            accelerator=args.accelerator,
+            strategy=args.strategy,
+            progress=not args.quiet,
+        )
+        if run.summary is None:  # a worker process of rank > 0
+            return 0
     else:
         run = train(TrainConfig(**given), progress=not args.quiet)
     if run.interrupted:
