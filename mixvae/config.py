@@ -56,6 +56,12 @@ class TrainConfig:
     warmup_epochs: float = _opt(
         0.0, "KL warm-up: scale every latent site by beta rising linearly to 1 over this many epochs"
     )
+    kl: str = _opt(
+        "analytic",
+        "KL terms when nothing is enumerated: analytic (closed form where torch has one, "
+        "TraceMeanField_ELBO) | mc (Monte Carlo, TraceEnum_ELBO)",
+        choices=("analytic", "mc"),
+    )
     clip_grad: float | None = _opt(None, "clip the gradient norm to this value (default: no clipping)")
     seed: int = _opt(0, "random seed")
     checkpoint_every: int = _opt(10, "write checkpoint.pt every N epochs (and at the end)")
@@ -103,6 +109,8 @@ class TrainConfig:
             raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs!r}")
         if self.binarize not in ("none", "dynamic"):
             raise ConfigError(f"--binarize must be 'none' or 'dynamic', got {self.binarize!r}")
+        if self.kl not in ("analytic", "mc"):
+            raise ConfigError(f"--kl must be 'analytic' or 'mc', got {self.kl!r}")
         if self.binarize == "dynamic" and self.likelihood != "bernoulli":
             raise ConfigError("--binarize dynamic needs --likelihood bernoulli")
 

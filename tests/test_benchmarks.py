@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-SCRIPTS = {"speed.py": ["--quick"]}
+SCRIPTS = {"speed.py": ["--quick"], "results.py": ["--smoke"]}
 
 
 def test_every_benchmark_script_is_exercised():
@@ -41,3 +41,35 @@ def test_speed_benchmark_smoke(tmp_path):
     assert abs(result["eval"]["mixvae_ll"] - result["eval"]["plain_ll"]) < 1.0
     assert 0 < result["memory"]["peak_rss_mb"] < 4000
     assert {r["K"] for r in result["components"]} == {10, 30}
+
+
+@pytest.mark.slow
+def test_results_smoke_writes_the_three_tables(tmp_path):
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "results.py"), *SCRIPTS["results.py"], "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (out / "results.md").read_text()
+    for heading in ("## Clustering", "## Likelihood", "## Aggregate posterior"):
+        assert heading in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    # 4 models with their own clusters + 2 baselines on the standard VAE; 6 likelihood pairs; 6 aggregate rows
+    for start in (
+        "| gmm x categorical (GMVAE, Rui Shu) | the model's",
+        "| gmm x gaussian (VaDE-style) | the model's",
+        "| dilokthanakul, K = 10 | the model's own (most probable y) (K = 10)",
+        "| dilokthanakul, K = 16 | the model's own (most probable y) (K = 16)",
+        "| standard x gaussian | k-means on encoder means (K = 10)",
+        "| standard x gaussian | full-covariance GMM on encoder means (K = 10)",
+    ):
+        assert sum(r.startswith(start) for r in rows) == 1, start
+    assert sum(r.startswith("| vampprior x mixture |") for r in rows) == 2
+    # every seed is a run folder that mixvae commands can open again
+    evaluations = sorted(out.glob("*/*/seed*/evaluation.json"))
+    assert len(evaluations) == 2 * (5 + 6)
+    ll = [json.loads(p.read_text())["log_likelihood"] for p in evaluations]
+    assert all(v < 0 for v in ll)
+    # a second invocation finds every run done and trains nothing
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "results.md").read_text() == text

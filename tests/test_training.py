@@ -72,6 +72,44 @@ def test_divergence_stops_with_a_message_and_keeps_the_checkpoint(small_digits, 
     assert (tmp_path / "checkpoint.pt").read_bytes() == saved
 
 
+def test_a_nonfinite_update_on_the_last_step_never_reaches_the_checkpoint(
+    small_digits, tmp_path, monkeypatch
+):
+    """Gradients are not scanned every step: the check before each checkpoint must catch them."""
+    import importlib
+
+    train_module = importlib.import_module("mixvae.inference.train")  # the module, not the function
+    train(_config(tmp_path, epochs=1), dataset=small_digits, progress=False, figures=False)
+    saved = (tmp_path / "checkpoint.pt").read_bytes()
+    make = train_module._optimizer
+
+    def poisoning(run):
+        optimizer = make(run)
+        step = optimizer.step
+
+        def poisoned_step(*args, **kwargs):
+            out = step(*args, **kwargs)
+            with torch.no_grad():
+                next(run.guide.parameters()).fill_(float("nan"))  # a NaN update, loss still finite
+            return out
+
+        optimizer.step = poisoned_step
+        return optimizer
+
+    monkeypatch.setattr(train_module, "_optimizer", poisoning)
+    # one step per epoch: the poisoned update is the epoch's last step
+    with pytest.raises(
+        TrainingDiverged, match=r"parameters became non-finite at epoch 1, step 1 \(non-finite"
+    ):
+        train(
+            _config(tmp_path, epochs=1, batch_size=600, overwrite=True, checkpoint_every=1),
+            dataset=small_digits,
+            progress=False,
+            figures=False,
+        )
+    assert (tmp_path / "checkpoint.pt").read_bytes() == saved
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_cuda_without_gpu_is_a_clear_error(small_digits, tmp_path):
     with pytest.raises(ConfigError, match="no CUDA GPU is available; use --device cpu"):

@@ -63,7 +63,7 @@ class SVIModule(_Base):
         super().__init__()
         self.model, self.guide = model, guide
         self.config, self.num_data = config, num_data
-        self.elbo = make_elbo(enumerates=has_discrete_site(model, guide))
+        self.elbo = make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=config.kl == "analytic")
         self.warmup = LatentScale()
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -1,0 +1,353 @@
+"""MNIST clustering, likelihood and aggregate-posterior tables over several seeds, by one command.
+
+Trains and evaluates, for every seed:
+
+* clustering (latent 10, K = 10 unless stated): ``gmm x categorical`` (Rui Shu's
+  GMVAE), ``gmm x gaussian`` (VaDE-style, y enumerated in the model),
+  ``dilokthanakul`` with K = 10 and K = 16, and k-means / a full-covariance GMM
+  on the encoder means of a ``standard x gaussian`` VAE;
+* likelihood (latent 40, dynamically binarised, as in the VampPrior paper):
+  the ``standard``, ``gmm`` and ``vampprior`` priors, each with the
+  ``gaussian`` and the ``mixture`` guide, the same epochs for all;
+
+and writes a Markdown report (mean +- sd over seeds and the best seed) with
+the clustering table (accuracy with Hungarian matching and with the majority
+mapping, NMI, ARI, on the test set), the likelihood table (importance-weighted
+log p(x), nats) and the aggregate-posterior table of the likelihood runs
+(mutual information, marginal KL, active units, sample quality from the prior,
+the aggregate posterior and a post-hoc GMM).  Every run is an ordinary mixvae
+run folder under ``--out`` (``mixvae evaluate`` / ``mixvae sample`` work on
+it); a run whose ``evaluation.json`` exists is not trained again, so an
+interrupted invocation continues where it stopped.
+
+    python benchmarks/results.py --data-dir ../shared/data/mnist --seeds 5
+    python benchmarks/results.py --smoke        # tiny data, a few seconds a run (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import mixvae
+from mixvae import TrainConfig, load_dataset
+from mixvae.data import Dataset
+from mixvae.inference.evaluation import evaluate_run
+from mixvae.inference.sample_quality import fit_sample_classifier
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One row of a table: a name and the settings that differ from the table's common ones."""
+
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() else "-" for c in self.name).strip("-").lower()
+
+
+CLUSTERING = [
+    Setup("gmm x categorical (GMVAE, Rui Shu)", {"prior": "gmm", "guide": "categorical"}),
+    Setup("gmm x gaussian (VaDE-style)", {"prior": "gmm", "guide": "gaussian"}),
+    Setup("dilokthanakul, K = 10", {"prior": "dilokthanakul", "guide": "dilokthanakul"}),
+    Setup("dilokthanakul, K = 16", {"prior": "dilokthanakul", "guide": "dilokthanakul", "components": 16}),
+    Setup("standard x gaussian", {"prior": "standard", "guide": "gaussian"}),
+]
+LIKELIHOOD = [
+    Setup(f"{prior} x {guide}", {"prior": prior, "guide": guide})
+    for prior in ("standard", "gmm", "vampprior")
+    for guide in ("gaussian", "mixture")
+]
+CLUSTER_SCORES = ("acc_hungarian", "acc_majority", "nmi", "ari")
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def run_one(
+    setup: Setup, common: dict[str, Any], seed: int, data: Dataset, out: Path, eval_args: dict[str, Any]
+) -> dict[str, Any]:
+    """Train (or continue) one seed of one setup and evaluate it; returns evaluation + summary."""
+    run_dir = out / setup.slug / f"seed{seed}"
+    done = run_dir / "evaluation.json"
+    if not done.exists():
+        config = TrainConfig(**{**common, **setup.settings, "seed": seed, "out": str(run_dir)})
+        if (run_dir / "checkpoint.pt").exists():
+            mixvae.inference.resume(run_dir, dataset=data, progress=False, figures=False)
+        else:
+            mixvae.train(config, dataset=data, progress=False, figures=False, overwrite=True)
+        t0 = time.perf_counter()
+        evaluate_run(run_dir, dataset=data, figures=False, seed=seed, **eval_args)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        summary["evaluation_seconds"] = time.perf_counter() - t0
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    result = json.loads(done.read_text())
+    result["summary"] = json.loads((run_dir / "summary.json").read_text())
+    result["config"] = json.loads((run_dir / "config.json").read_text())
+    return result
+
+
+def train_minutes(results: list[dict[str, Any]]) -> float:
+    """Mean training wall time per seed (minutes), from the runs' ``summary.json``."""
+    return statistics.fmean(r["summary"]["train_seconds"] for r in results) / 60
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def mean_sd(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    """``mean ± sd`` (sample sd over seeds; a lone seed gets no sd)."""
+    v = [scale * x for x in values]
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{statistics.fmean(v):.{digits}f} ± {statistics.stdev(v):.{digits}f}"
+
+
+def best(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    return f"{scale * max(values):.{digits}f}"
+
+
+def clustering_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
+    rows = [
+        "| model | clusters from | accuracy (Hungarian), % | best seed | accuracy (majority), % | NMI | ARI"
+        " | epochs | train min/seed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, results in found.items():
+        sources = ["model"] if "model" in results[0]["clustering"] else ["kmeans", "gmm"]
+        for source in sources:
+            scores = [r["clustering"][source] for r in results]
+            label = {"model": "the model's own (most probable y)", "kmeans": "k-means on encoder means"}.get(
+                source, "full-covariance GMM on encoder means"
+            )
+            k = results[0]["clustering"]["num_clusters"]
+            rows.append(
+                f"| {name} | {label} (K = {k}) | {mean_sd([s['acc_hungarian'] for s in scores], 100)} | "
+                f"{best([s['acc_hungarian'] for s in scores], 100)} | "
+                f"{mean_sd([s['acc_majority'] for s in scores], 100)} | "
+                f"{mean_sd([s['nmi'] for s in scores], digits=3)} | "
+                f"{mean_sd([s['ari'] for s in scores], digits=3)} | "
+                f"{results[0]['config']['epochs']} | {train_minutes(results):.1f} |"
+            )
+    return rows
+
+
+def likelihood_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
+    rows = [
+        "| prior x guide | log p(x), nats | best seed | ELBO, nats | vs standard, same guide | "
+        "mixture guide vs gaussian, same prior | k-hat > 0.7 | train min/seed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    ll = {name: [r["log_likelihood"] for r in results] for name, results in found.items()}
+    for name, results in found.items():
+        prior, guide = results[0]["prior"], results[0]["guide"]
+        ref = ll.get(f"standard x {guide}")
+        other = ll.get(f"{prior} x {'gaussian' if guide == 'mixture' else 'mixture'}")
+        vs_standard = "—" if prior == "standard" or ref is None else _diff(ll[name], ref)
+        vs_guide = "—" if guide != "mixture" or other is None else _diff(ll[name], other)
+        rows.append(
+            f"| {name} | {mean_sd(ll[name], digits=2)} | {best(ll[name], digits=2)} | "
+            f"{mean_sd([r['elbo'] for r in results], digits=2)} | {vs_standard} | {vs_guide} | "
+            f"{mean_sd([r['khat_over_0_7'] for r in results], 100, 0)}% | {train_minutes(results):.1f} |"
+        )
+    return rows
+
+
+def _diff(a: list[float], b: list[float]) -> str:
+    """Difference of seed means, with the sd of the per-seed differences (same seeds, paired)."""
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    return f"{mean_sd(d, digits=2)}"
+
+
+def aggregate_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
+    rows = [
+        "| prior x guide | avg KL | mutual information (≤ log N) | marginal KL | active units | "
+        "sample confidence: prior / aggregate / post-hoc GMM / real images |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, results in found.items():
+        q = [r["sample_quality"] for r in results]
+        conf = " / ".join(
+            mean_sd([s[source]["mean_max_prob"] for s in q], digits=3)
+            for source in ("prior", "aggregate", "posthoc-gmm", "data")
+        )
+        rows.append(
+            f"| {name} | {mean_sd([r['avg_kl'] for r in results], digits=2)} | "
+            f"{mean_sd([r['mutual_information'] for r in results], digits=2)} "
+            f"(≤ {results[0]['mutual_information_bound']:.2f}) | "
+            f"{mean_sd([r['marginal_kl'] for r in results], digits=2)} | "
+            f"{mean_sd([float(r['active_units']) for r in results])} / {results[0]['latent_dim']} | {conf} |"
+        )
+    return rows
+
+
+def report(
+    args: argparse.Namespace,
+    data: Dataset,
+    clustering: dict[str, list[dict[str, Any]]],
+    likelihood: dict[str, list[dict[str, Any]]],
+    common: dict[str, dict[str, Any]],
+) -> str:
+    """The Markdown report: what was run, then the three tables."""
+    lines = [
+        "# mixvae results",
+        "",
+        f"Data: `{data.name}`, {len(data.train_x)} training images, evaluated on "
+        f"{len(data.test_x) if args.test_points is None else args.test_points} test images. "
+        f"Seeds: {', '.join(map(str, args.seed_list))}. Command: `{' '.join(args.command)}`.",
+        "",
+    ]
+    if clustering:
+        c = common["clustering"]
+        lines += [
+            "## Clustering (test set)",
+            "",
+            f"Settings shared by all rows: latent {c['latent_dim']}, hidden {c['hidden']}, "
+            f"{c['epochs']} epochs, batch {c['batch_size']}, lr {c['lr']}, KL warm-up "
+            f"{c['warmup_epochs']} epochs, binarisation {c['binarize']}; no pretraining, no k-means "
+            "initialisation.",
+            "",
+            *clustering_table(clustering),
+            "",
+        ]
+    if likelihood:
+        c = common["likelihood"]
+        first = next(iter(likelihood.values()))[0]
+        lines += [
+            f"## Likelihood (test set, S = {first['iw_samples']} importance samples, nats)",
+            "",
+            f"Settings shared by all rows: latent {c['latent_dim']}, hidden {c['hidden']}, "
+            f"{c['epochs']} epochs, batch {c['batch_size']}, lr {c['lr']}, KL warm-up "
+            f"{c['warmup_epochs']} epochs, binarisation {c['binarize']}, K = {c['components']} "
+            f"(gmm), {c['pseudo_inputs']} pseudo-inputs (vampprior), "
+            f"{c['guide_components'] or c['components']} components (mixture guide). "
+            "Differences are of seed means, ± the sd of the per-seed differences.",
+            "",
+            *likelihood_table(likelihood),
+            "",
+            "## Aggregate posterior (same runs as the likelihood table)",
+            "",
+            "ELBO surgery on the test set: avg KL = mutual information + marginal KL(q(z) ‖ p(z)). "
+            "Sample confidence: mean largest class probability that a logistic regression "
+            "(trained on the training images) gives to decoded samples.",
+            "",
+            *aggregate_table(likelihood),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (0, 1, ...)")
+    parser.add_argument("--epochs", type=int, default=50, help="training epochs of the clustering runs")
+    parser.add_argument(
+        "--likelihood-epochs", type=int, default=50, help="training epochs of the likelihood runs"
+    )
+    parser.add_argument("--hidden", default="512,512", help="hidden layers of encoders and decoders")
+    parser.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up of every run")
+    parser.add_argument("--iw-samples", type=int, default=5000, help="S of the likelihood table")
+    parser.add_argument(
+        "--cluster-iw-samples", type=int, default=100, help="S of the clustering runs' evaluation"
+    )
+    parser.add_argument("--test-points", type=int, default=None, help="evaluate on the first N test images")
+    parser.add_argument("--only", choices=("clustering", "likelihood"), default=None)
+    parser.add_argument("--out", default="results", help="folder of the runs and of results.md")
+    parser.add_argument("--smoke", action="store_true", help="tiny data and networks (CI)")
+    args = parser.parse_args(argv)
+    args.command = ["python", "benchmarks/results.py", *(sys.argv[1:] if argv is None else argv)]
+    if args.smoke:
+        args.seeds, args.epochs, args.likelihood_epochs, args.hidden = 2, 2, 2, "32"
+        args.iw_samples, args.cluster_iw_samples = 20, 10
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    args.seed_list = list(range(args.seeds))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(2)
+    if args.smoke:
+        full = load_dataset("digits")
+        data = Dataset(
+            "digits", full.train_x[:600], full.test_x[:150], full.train_y[:600], full.test_y[:150], (8, 8)
+        )
+    else:
+        data = load_dataset("mnist", args.data_dir, download=False)
+    if args.test_points is not None:
+        data = dataclasses.replace(
+            data, test_x=data.test_x[: args.test_points], test_y=data.test_y[: args.test_points]
+        )
+    hidden = tuple(int(h) for h in args.hidden.split(",") if h)
+    shared = dict(
+        dataset=data.name, hidden=hidden, warmup_epochs=args.warmup_epochs, binarize="dynamic", download=False
+    )
+    common = {
+        "clustering": TrainConfig(**shared, latent_dim=10, components=10, epochs=args.epochs),
+        "likelihood": TrainConfig(
+            **shared,
+            latent_dim=4 if args.smoke else 40,
+            components=10,
+            pseudo_inputs=20 if args.smoke else 500,
+            guide_components=3,
+            epochs=args.likelihood_epochs,
+        ),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # one sample-quality classifier for every run (fitted on the training images)
+    classifier = fit_sample_classifier(data.train_x, data.train_y, seed=0)
+    eval_common = dict(classifier=classifier, surgery_points=min(2000, len(data.test_x)))
+    tables: dict[str, dict[str, list[dict[str, Any]]]] = {"clustering": {}, "likelihood": {}}
+    plan = [("clustering", s, args.cluster_iw_samples) for s in CLUSTERING]
+    plan += [("likelihood", s, args.iw_samples) for s in LIKELIHOOD]
+    for table, setup, samples in plan:
+        if args.only not in (None, table):
+            continue
+        base = {k: v for k, v in dataclasses.asdict(common[table]).items() if k not in ("seed", "out")}
+        results = []
+        for seed in args.seed_list:
+            t0 = time.perf_counter()
+            r = run_one(setup, base, seed, data, out / table, {**eval_common, "iw_samples": samples})
+            results.append(r)
+            cl = r.get("clustering", {})
+            shown = cl.get("model") or cl.get("kmeans") or {}
+            print(
+                f"{table:<10} {setup.name:<36} seed {seed}: log p(x) {r['log_likelihood']:8.2f}"
+                + (f"  accuracy {100 * shown['acc_hungarian']:5.1f}%" if shown else "")
+                + f"  ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+        tables[table][setup.name] = results
+    text = report(
+        args,
+        data,
+        tables["clustering"],
+        tables["likelihood"],
+        {k: dataclasses.asdict(v) for k, v in common.items()},
+    )
+    (out / "results.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
