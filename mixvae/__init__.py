@@ -1,7 +1,8 @@
 """mixvae: variational autoencoders whose priors and guides are swappable parts.
 
 Every model (prior + decoder) pairs with every guide (encoder) under one
-``SVI`` + ``TraceEnum_ELBO(max_plate_nesting=1)`` loop; discrete mixture
+training loop (``TraceEnum_ELBO(max_plate_nesting=1)``, or Pyro's
+``TraceMeanField_ELBO`` for pairs with nothing to enumerate); discrete mixture
 components are summed out exactly by enumeration.
 """
 

@@ -253,7 +253,7 @@ def train(
     after_step: Callable[[int], None] | None = None,
     **overrides: Any,
 ) -> Run:
-    """Train a model/guide pair with SVI and ``TraceEnum_ELBO(max_plate_nesting=1)``.
+    """Train a model/guide pair on the ELBO of :func:`~mixvae.inference.objectives.make_elbo`.
 
     Writes ``config.json``, ``metrics.jsonl`` (one line per epoch),
     ``checkpoint.pt`` (every ``checkpoint_every`` epochs and at the end),
