@@ -244,6 +244,14 @@ def _diverged(run: Run, xb: torch.Tensor, n: int, where: str, ckpt: Path, what: 
     )
 
 
+def _check_params(
+    run: Run, params: list[torch.Tensor], xb: torch.Tensor, n: int, where: str, ckpt: Path
+) -> None:
+    """Raise :class:`TrainingDiverged` before a non-finite parameter can reach a checkpoint."""
+    if not all(torch.isfinite(p).all() for p in params):
+        raise _diverged(run, xb, n, where, ckpt, "the parameters became non-finite")
+
+
 def train(
     config: TrainConfig | None = None,
     *,
@@ -517,13 +525,12 @@ def _fit(
                     if after_step is not None:
                         after_step(pos.step)
                     if stop.signal:
+                        _check_params(run, params, xb, n, f"epoch {pos.epoch + 1}, step {pos.batch}", ckpt)
                         save_checkpoint(ckpt, _payload(run, optimizer, data.data_dim, pos, gen))
                         run.epoch, run.interrupted = pos.epoch, stop.signal
                         return run
                 train_seconds = time.perf_counter() - t0  # the optimisation steps alone
-                if not all(torch.isfinite(p).all() for p in params):
-                    where = f"epoch {pos.epoch + 1}, step {pos.batch}"
-                    raise _diverged(run, xb, n, where, ckpt, "the parameters became non-finite")
+                _check_params(run, params, xb, n, f"epoch {pos.epoch + 1}, step {pos.batch}", ckpt)
                 pos.epoch, pos.batch = pos.epoch + 1, 0
                 run.epoch = pos.epoch
                 record = {
