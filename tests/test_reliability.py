@@ -62,19 +62,24 @@ def test_resume_is_bitwise_exact(guide, small_digits, tmp_path):
     _assert_same_run(straight, resumed)
 
 
-def test_interrupt_mid_epoch_then_resume_is_exact(small_digits, tmp_path):
+@pytest.mark.parametrize(
+    ("at_step", "batch", "epochs_done"),
+    [(13, 3, 1), (10, 10, 0)],
+    ids=["mid-epoch", "last-step-of-an-epoch"],
+)
+def test_interrupt_then_resume_is_exact(small_digits, tmp_path, at_step, batch, epochs_done):
     """SIGINT finishes the step, writes a checkpoint, and resume continues bit for bit."""
     opts = dict(dataset=small_digits, progress=False, figures=False)
     straight = train(_config(tmp_path / "straight"), **opts)
 
     def interrupt(step):
-        if step == 13:  # mid-epoch: 600 points / 64 = 10 steps an epoch
+        if step == at_step:  # 600 points / 64 = 10 steps an epoch
             signal.raise_signal(signal.SIGINT)
 
     stopped = train(_config(tmp_path / "split"), after_step=interrupt, **opts)
-    assert stopped.interrupted == "SIGINT" and stopped.epoch == 1
+    assert stopped.interrupted == "SIGINT" and stopped.epoch == epochs_done
     payload = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
-    assert payload["position"]["step"] == 13 and payload["position"]["batch"] == 3
+    assert payload["position"]["step"] == at_step and payload["position"]["batch"] == batch
     # the handler is removed afterwards: SIGINT is a KeyboardInterrupt again
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     resumed = resume(tmp_path / "split", **opts)

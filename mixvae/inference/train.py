@@ -483,6 +483,8 @@ def _fit(
                 t0 = time.perf_counter()
                 if pos.batch == 0:
                     pos.perm, pos.total = torch.randperm(n, generator=gen, device=device), 0.0
+                # (a run resumed after the last step of an epoch takes no step before the checks below)
+                xb = train_x[:bs]
                 while pos.batch < steps_per_epoch:
                     xb = train_x[pos.perm[pos.batch * bs : (pos.batch + 1) * bs]]
                     if config.binarize == "dynamic":
@@ -512,6 +514,10 @@ def _fit(
                         what = f"the loss became {float(loss.detach())}"
                         if torch.isfinite(loss):
                             what = "the gradient norm became non-finite"
+                        elif pos.batch > 0 and not all(torch.isfinite(p).all() for p in params):
+                            # the previous update, not this batch, broke the parameters
+                            where = f"epoch {pos.epoch + 1}, step {pos.batch}"
+                            what = "the parameters became non-finite"
                         raise _diverged(run, xb, n, where, ckpt, what)
                     optimizer.step()
                     pos.step += 1
@@ -536,7 +542,7 @@ def _fit(
                 record = {
                     "epoch": pos.epoch,
                     "step": pos.step,
-                    "beta": warmup.beta,
+                    "beta": min(1.0, pos.step / warmup_steps) if warmup_steps else 1.0,  # the last step's
                     "train_loss": pos.total / steps_per_epoch,
                     "heldout_elbo": evaluate_elbo(model, guide, heldout_x, batch_size=config.eval_batch_size),
                     "train_seconds": train_seconds,
