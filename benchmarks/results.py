@@ -80,15 +80,33 @@ CLUSTER_SCORES = ("acc_hungarian", "acc_majority", "nmi", "ari")
 def run_one(
     setup: Setup, common: dict[str, Any], seed: int, data: Dataset, out: Path, eval_args: dict[str, Any]
 ) -> dict[str, Any]:
-    """Train (or continue) one seed of one setup and evaluate it; returns evaluation + summary."""
+    """Train (or continue) one seed of one setup and evaluate it; returns evaluation + summary.
+
+    A run folder is reused only when its ``config.json`` and evaluation settings
+    are the ones asked for; a half-trained run is resumed; a run stopped by
+    SIGINT/SIGTERM ends the script (exit 130/143) instead of being evaluated.
+    """
     run_dir = out / setup.slug / f"seed{seed}"
+    config = TrainConfig(**{**common, **setup.settings, "seed": seed, "out": str(run_dir)})
+    wanted_eval = {"iw_samples": eval_args["iw_samples"], "num_points": len(data.test_x)}
+    if (run_dir / "config.json").exists():
+        stored = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        if dataclasses.replace(stored, overwrite=config.overwrite, dataset=config.dataset) != config:
+            raise SystemExit(
+                f"{run_dir} holds a run with other settings; use another --out or delete that folder"
+            )
     done = run_dir / "evaluation.json"
+    if done.exists() and {k: json.loads(done.read_text())[k] for k in wanted_eval} != wanted_eval:
+        done.unlink()  # evaluated with other settings: evaluate again
     if not done.exists():
-        config = TrainConfig(**{**common, **setup.settings, "seed": seed, "out": str(run_dir)})
-        if (run_dir / "checkpoint.pt").exists():
-            mixvae.inference.resume(run_dir, dataset=data, progress=False, figures=False)
-        else:
-            mixvae.train(config, dataset=data, progress=False, figures=False, overwrite=True)
+        if not (run_dir / "summary.json").exists():
+            if (run_dir / "checkpoint.pt").exists():
+                run = mixvae.inference.resume(run_dir, dataset=data, progress=False, figures=False)
+            else:
+                run = mixvae.train(config, dataset=data, progress=False, figures=False, overwrite=True)
+            if run.interrupted:
+                print(f"{run_dir}: stopped by {run.interrupted}; run the same command again to go on")
+                raise SystemExit(130 if run.interrupted == "SIGINT" else 143)
         t0 = time.perf_counter()
         evaluate_run(run_dir, dataset=data, figures=False, seed=seed, **eval_args)
         summary = json.loads((run_dir / "summary.json").read_text())
@@ -97,12 +115,15 @@ def run_one(
     result = json.loads(done.read_text())
     result["summary"] = json.loads((run_dir / "summary.json").read_text())
     result["config"] = json.loads((run_dir / "config.json").read_text())
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # the optimisation steps of every epoch, whether trained in one go or resumed
+    result["train_seconds"] = sum(m["train_seconds"] for m in metrics)
     return result
 
 
 def train_minutes(results: list[dict[str, Any]]) -> float:
-    """Mean training wall time per seed (minutes), from the runs' ``summary.json``."""
-    return statistics.fmean(r["summary"]["train_seconds"] for r in results) / 60
+    """Mean time per seed (minutes) spent in the optimisation steps, from ``metrics.jsonl``."""
+    return statistics.fmean(r["train_seconds"] for r in results) / 60
 
 
 # ----------------------------------------------------------------------------- tables
@@ -206,7 +227,7 @@ def report(
         "# mixvae results",
         "",
         f"Data: `{data.name}`, {len(data.train_x)} training images, evaluated on "
-        f"{len(data.test_x) if args.test_points is None else args.test_points} test images. "
+        f"{len(data.test_x)} test images. "
         f"Seeds: {', '.join(map(str, args.seed_list))}. Command: `{' '.join(args.command)}`.",
         "",
     ]
@@ -269,7 +290,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--test-points", type=int, default=None, help="evaluate on the first N test images")
     parser.add_argument("--only", choices=("clustering", "likelihood"), default=None)
-    parser.add_argument("--out", default="results", help="folder of the runs and of results.md")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder of the runs and of results.md (default: results, or results-smoke)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny data and networks (CI)")
     args = parser.parse_args(argv)
     args.command = ["python", "benchmarks/results.py", *(sys.argv[1:] if argv is None else argv)]
@@ -279,6 +304,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     args.seed_list = list(range(args.seeds))
+    if args.out is None:
+        args.out = "results-smoke" if args.smoke else "results"
     return args
 
 
