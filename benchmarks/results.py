@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import statistics
 import sys
 import time
@@ -56,7 +57,7 @@ class Setup:
 
     @property
     def slug(self) -> str:
-        return "".join(c if c.isalnum() else "-" for c in self.name).strip("-").lower()
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
 
 
 CLUSTERING = [
