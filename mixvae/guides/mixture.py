@@ -108,6 +108,16 @@ class MixtureOfDiagNormals(dist.MixtureOfDiagNormals):
         sample_shape = torch.Size(sample_shape)
         if sample_shape and self.batch_shape:
             return self.expand(sample_shape + self.batch_shape).rsample()
+        if self.locs.dtype != torch.float64:
+            # Pyro's pathwise gradient multiplies and divides component *densities*
+            # (not log densities): in 40 dimensions with scales of 0.01 they reach
+            # e^150, past float32's e^88, and the gradient turns NaN within a few
+            # steps.  Drawing in float64 (range e^709) keeps it finite; only the
+            # (batch, K, D) parameters are widened, the networks stay float32.
+            wide = MixtureOfDiagNormals(
+                self.locs.double(), self.coord_scale.double(), self.component_logits.double()
+            )
+            return wide.rsample(sample_shape).to(self.locs.dtype)
         return super().rsample(sample_shape)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
