@@ -79,8 +79,14 @@ CLUSTER_SCORES = ("acc_hungarian", "acc_majority", "nmi", "ari")
 
 
 def run_one(
-    setup: Setup, common: dict[str, Any], seed: int, data: Dataset, out: Path, eval_args: dict[str, Any]
-) -> dict[str, Any]:
+    setup: Setup,
+    common: dict[str, Any],
+    seed: int,
+    data: Dataset,
+    out: Path,
+    eval_args: dict[str, Any],
+    report_only: bool = False,
+) -> dict[str, Any] | None:
     """Train (or continue) one seed of one setup and evaluate it; returns evaluation + summary.
 
     A run folder is reused only when its ``config.json`` and evaluation settings
@@ -99,6 +105,8 @@ def run_one(
     done = run_dir / "evaluation.json"
     if done.exists() and {k: json.loads(done.read_text())[k] for k in wanted_eval} != wanted_eval:
         done.unlink()  # evaluated with other settings: evaluate again
+    if not done.exists() and report_only:
+        return None
     if not done.exists():
         if not (run_dir / "summary.json").exists():
             if (run_dir / "checkpoint.pt").exists():
@@ -173,25 +181,28 @@ def likelihood_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
         "mixture guide vs gaussian, same prior | k-hat > 0.7 | train min/seed |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    ll = {name: [r["log_likelihood"] for r in results] for name, results in found.items()}
+    # log p(x) per seed, by (prior, guide): differences pair the same seeds
+    ll = {(r[0]["prior"], r[0]["guide"]): {x["seed"]: x["log_likelihood"] for x in r} for r in found.values()}
     for name, results in found.items():
         prior, guide = results[0]["prior"], results[0]["guide"]
-        ref = ll.get(f"standard x {guide}")
-        other = ll.get(f"{prior} x {'gaussian' if guide == 'mixture' else 'mixture'}")
-        vs_standard = "—" if prior == "standard" or ref is None else _diff(ll[name], ref)
-        vs_guide = "—" if guide != "mixture" or other is None else _diff(ll[name], other)
+        mine = ll[prior, guide]
+        ref = ll.get(("standard", guide))
+        other = ll.get((prior, "gaussian" if guide == "mixture" else "mixture"))
+        vs_standard = "—" if prior == "standard" or ref is None else _diff(mine, ref)
+        vs_guide = "—" if guide != "mixture" or other is None else _diff(mine, other)
+        values = list(mine.values())
         rows.append(
-            f"| {name} | {mean_sd(ll[name], digits=2)} | {best(ll[name], digits=2)} | "
+            f"| {name} | {mean_sd(values, digits=2)} | {best(values, digits=2)} | "
             f"{mean_sd([r['elbo'] for r in results], digits=2)} | {vs_standard} | {vs_guide} | "
             f"{mean_sd([r['khat_over_0_7'] for r in results], 100, 0)}% | {train_minutes(results):.1f} |"
         )
     return rows
 
 
-def _diff(a: list[float], b: list[float]) -> str:
-    """Difference of seed means, with the sd of the per-seed differences (same seeds, paired)."""
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    return f"{mean_sd(d, digits=2)}"
+def _diff(a: dict[int, float], b: dict[int, float]) -> str:
+    """Difference of the means over the seeds both have, ± the sd of the per-seed differences."""
+    d = [a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())]
+    return mean_sd(d, digits=2) if d else "—"
 
 
 def aggregate_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -297,6 +308,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder of the runs and of results.md (default: results, or results-smoke)",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny data and networks (CI)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="train nothing: tabulate the runs already evaluated"
+    )
     args = parser.parse_args(argv)
     args.command = ["python", "benchmarks/results.py", *(sys.argv[1:] if argv is None else argv)]
     if args.smoke:
@@ -354,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for seed in args.seed_list:
             t0 = time.perf_counter()
-            r = run_one(setup, base, seed, data, out / table, {**eval_common, "iw_samples": samples})
+            eval_args = {**eval_common, "iw_samples": samples}
+            r = run_one(setup, base, seed, data, out / table, eval_args, report_only=args.report_only)
+            if r is None:
+                continue
             results.append(r)
             cl = r.get("clustering", {})
             shown = cl.get("model") or cl.get("kmeans") or {}
@@ -364,7 +381,10 @@ def main(argv: list[str] | None = None) -> int:
                 + f"  ({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )
-        tables[table][setup.name] = results
+        if len(results) == len(args.seed_list):
+            tables[table][setup.name] = results
+        elif results:
+            tables[table][f"{setup.name} ({len(results)} of {len(args.seed_list)} seeds)"] = results
     text = report(
         args,
         data,
