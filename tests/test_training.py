@@ -110,6 +110,36 @@ def test_a_nonfinite_update_on_the_last_step_never_reaches_the_checkpoint(
     assert (tmp_path / "checkpoint.pt").read_bytes() == saved
 
 
+def test_a_nonfinite_update_that_breaks_a_distribution_is_named(small_digits, tmp_path, monkeypatch):
+    """NaN mixture weights make torch refuse to sample; the error names the parameters, not torch."""
+    import importlib
+
+    train_module = importlib.import_module("mixvae.inference.train")
+    make = train_module._optimizer
+
+    def poisoning(run):
+        optimizer = make(run)
+        step = optimizer.step
+
+        def poisoned_step(*args, **kwargs):
+            out = step(*args, **kwargs)
+            with torch.no_grad():
+                for p in run.guide.parameters():
+                    p.fill_(float("nan"))
+            return out
+
+        optimizer.step = poisoned_step
+        return optimizer
+
+    monkeypatch.setattr(train_module, "_optimizer", poisoning)
+    with pytest.raises(
+        TrainingDiverged, match=r"parameters became non-finite at epoch 1, step 1 \(non-finite"
+    ):
+        train(
+            _config(tmp_path, guide="mixture", epochs=1), dataset=small_digits, progress=False, figures=False
+        )
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_cuda_without_gpu_is_a_clear_error(small_digits, tmp_path):
     with pytest.raises(ConfigError, match="no CUDA GPU is available; use --device cpu"):

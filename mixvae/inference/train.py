@@ -245,11 +245,17 @@ def _diverged(run: Run, xb: torch.Tensor, n: int, where: str, ckpt: Path, what: 
 
 
 def _check_params(
-    run: Run, params: list[torch.Tensor], xb: torch.Tensor, n: int, where: str, ckpt: Path
+    run: Run,
+    params: list[torch.Tensor],
+    xb: torch.Tensor,
+    n: int,
+    where: str,
+    ckpt: Path,
+    cause: BaseException | None = None,
 ) -> None:
     """Raise :class:`TrainingDiverged` before a non-finite parameter can reach a checkpoint."""
     if not all(torch.isfinite(p).all() for p in params):
-        raise _diverged(run, xb, n, where, ckpt, "the parameters became non-finite")
+        raise _diverged(run, xb, n, where, ckpt, "the parameters became non-finite") from cause
 
 
 def train(
@@ -492,12 +498,20 @@ def _fit(
                     warmup.beta = min(1.0, (pos.step + 1) / warmup_steps) if warmup_steps else 1.0
                     # Validate the first step only: it catches model/guide mismatches,
                     # and costs about 5% per step after that.
-                    with pyro.validation_enabled(pos.step == 0):
-                        loss = elbo.differentiable_loss(warmup(model), warmup(guide), xb, n)
-                        if split.labelled.numel():
-                            loss = loss + _labelled_loss(
-                                run, labelled_elbo, warmup, labelled_x, labelled_y, labelled_bs, gen
-                            )
+                    try:
+                        with pyro.validation_enabled(pos.step == 0):
+                            loss = elbo.differentiable_loss(warmup(model), warmup(guide), xb, n)
+                            if split.labelled.numel():
+                                loss = loss + _labelled_loss(
+                                    run, labelled_elbo, warmup, labelled_x, labelled_y, labelled_bs, gen
+                                )
+                    except (RuntimeError, ValueError) as e:
+                        # A NaN update can make a distribution refuse its parameters
+                        # (e.g. sampling a Categorical with NaN weights): name the cause.
+                        if pos.step > 0:
+                            where = f"epoch {pos.epoch + 1}, step {pos.batch}"
+                            _check_params(run, params, xb, n, where, ckpt, cause=e)
+                        raise
                     optimizer.zero_grad(set_to_none=True)
                     finite = bool(torch.isfinite(loss))
                     if finite:
