@@ -87,6 +87,29 @@ def test_interrupt_then_resume_is_exact(small_digits, tmp_path, at_step, batch, 
     _assert_same_run(straight, resumed)
 
 
+def test_interrupt_during_the_epoch_end_evaluation_keeps_that_epoch(small_digits, tmp_path, monkeypatch):
+    """A signal after an epoch's last step, while the held-out ELBO is computed, loses no epoch."""
+    import importlib
+
+    opts = dict(dataset=small_digits, progress=False, figures=False)
+    straight = train(_config(tmp_path / "straight"), **opts)
+    train_module = importlib.import_module("mixvae.inference.train")
+    original, calls = train_module.evaluate_elbo, []
+
+    def interrupting(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the end of epoch 1 (checkpoints are due every 10 epochs only)
+            signal.raise_signal(signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_elbo", interrupting)
+    stopped = train(_config(tmp_path / "split"), **opts)
+    monkeypatch.setattr(train_module, "evaluate_elbo", original)
+    assert stopped.interrupted == "SIGINT" and stopped.epoch == 1
+    assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["epoch"] == 1
+    _assert_same_run(straight, resume(tmp_path / "split", **opts))
+
+
 def test_sigterm_on_the_command_line_then_resume(tmp_path):
     out = tmp_path / "run"
     cmd = [

@@ -564,7 +564,9 @@ def _fit(
                 }
                 with open(run.run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
-                if pos.epoch % config.checkpoint_every == 0 or pos.epoch == config.epochs:
+                # A signal that arrived during the epoch-end evaluation also gets a
+                # checkpoint, so that no finished epoch is lost.
+                if pos.epoch % config.checkpoint_every == 0 or pos.epoch == config.epochs or stop.signal:
                     save_checkpoint(ckpt, _payload(run, optimizer, data.data_dim, pos, gen))
                 if stop.signal:
                     run.interrupted = stop.signal
