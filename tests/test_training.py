@@ -72,49 +72,11 @@ def test_divergence_stops_with_a_message_and_keeps_the_checkpoint(small_digits, 
     assert (tmp_path / "checkpoint.pt").read_bytes() == saved
 
 
-def test_a_nonfinite_update_on_the_last_step_never_reaches_the_checkpoint(
-    small_digits, tmp_path, monkeypatch
-):
-    """Gradients are not scanned every step: the check before each checkpoint must catch them."""
+def _poison_updates(monkeypatch):
+    """Make every optimiser step of the next training run write NaN into the guide (finite loss)."""
     import importlib
 
     train_module = importlib.import_module("mixvae.inference.train")  # the module, not the function
-    train(_config(tmp_path, epochs=1), dataset=small_digits, progress=False, figures=False)
-    saved = (tmp_path / "checkpoint.pt").read_bytes()
-    make = train_module._optimizer
-
-    def poisoning(run):
-        optimizer = make(run)
-        step = optimizer.step
-
-        def poisoned_step(*args, **kwargs):
-            out = step(*args, **kwargs)
-            with torch.no_grad():
-                next(run.guide.parameters()).fill_(float("nan"))  # a NaN update, loss still finite
-            return out
-
-        optimizer.step = poisoned_step
-        return optimizer
-
-    monkeypatch.setattr(train_module, "_optimizer", poisoning)
-    # one step per epoch: the poisoned update is the epoch's last step
-    with pytest.raises(
-        TrainingDiverged, match=r"parameters became non-finite at epoch 1, step 1 \(non-finite"
-    ):
-        train(
-            _config(tmp_path, epochs=1, batch_size=600, overwrite=True, checkpoint_every=1),
-            dataset=small_digits,
-            progress=False,
-            figures=False,
-        )
-    assert (tmp_path / "checkpoint.pt").read_bytes() == saved
-
-
-def test_a_nonfinite_update_that_breaks_a_distribution_is_named(small_digits, tmp_path, monkeypatch):
-    """NaN mixture weights make torch refuse to sample; the error names the parameters, not torch."""
-    import importlib
-
-    train_module = importlib.import_module("mixvae.inference.train")
     make = train_module._optimizer
 
     def poisoning(run):
@@ -132,9 +94,33 @@ def test_a_nonfinite_update_that_breaks_a_distribution_is_named(small_digits, tm
         return optimizer
 
     monkeypatch.setattr(train_module, "_optimizer", poisoning)
-    with pytest.raises(
-        TrainingDiverged, match=r"parameters became non-finite at epoch 1, step 1 \(non-finite"
-    ):
+
+
+DIVERGED_AFTER_STEP_1 = r"parameters became non-finite at epoch 1, step 1 \(non-finite"
+
+
+def test_a_nonfinite_update_on_the_last_step_never_reaches_the_checkpoint(
+    small_digits, tmp_path, monkeypatch
+):
+    """Gradients are not scanned every step: the check before each checkpoint must catch them."""
+    train(_config(tmp_path, epochs=1), dataset=small_digits, progress=False, figures=False)
+    saved = (tmp_path / "checkpoint.pt").read_bytes()
+    _poison_updates(monkeypatch)
+    # one step per epoch: the poisoned update is the epoch's last step
+    with pytest.raises(TrainingDiverged, match=DIVERGED_AFTER_STEP_1):
+        train(
+            _config(tmp_path, epochs=1, batch_size=600, overwrite=True, checkpoint_every=1),
+            dataset=small_digits,
+            progress=False,
+            figures=False,
+        )
+    assert (tmp_path / "checkpoint.pt").read_bytes() == saved
+
+
+def test_a_nonfinite_update_that_breaks_a_distribution_is_named(small_digits, tmp_path, monkeypatch):
+    """NaN mixture weights make torch refuse to sample; the error names the parameters, not torch."""
+    _poison_updates(monkeypatch)
+    with pytest.raises(TrainingDiverged, match=DIVERGED_AFTER_STEP_1):
         train(
             _config(tmp_path, guide="mixture", epochs=1), dataset=small_digits, progress=False, figures=False
         )

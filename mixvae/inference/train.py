@@ -244,6 +244,10 @@ def _diverged(run: Run, xb: torch.Tensor, n: int, where: str, ckpt: Path, what: 
     )
 
 
+def _all_finite(params: list[torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in params)
+
+
 def _check_params(
     run: Run,
     params: list[torch.Tensor],
@@ -254,7 +258,7 @@ def _check_params(
     cause: BaseException | None = None,
 ) -> None:
     """Raise :class:`TrainingDiverged` before a non-finite parameter can reach a checkpoint."""
-    if not all(torch.isfinite(p).all() for p in params):
+    if not _all_finite(params):
         raise _diverged(run, xb, n, where, ckpt, "the parameters became non-finite") from cause
 
 
@@ -528,7 +532,7 @@ def _fit(
                         what = f"the loss became {float(loss.detach())}"
                         if torch.isfinite(loss):
                             what = "the gradient norm became non-finite"
-                        elif pos.batch > 0 and not all(torch.isfinite(p).all() for p in params):
+                        elif pos.batch > 0 and not _all_finite(params):
                             # the previous update, not this batch, broke the parameters
                             where = f"epoch {pos.epoch + 1}, step {pos.batch}"
                             what = "the parameters became non-finite"
