@@ -66,6 +66,12 @@ CLUSTERING = [
     Setup("dilokthanakul, K = 10", {"prior": "dilokthanakul", "guide": "dilokthanakul"}),
     Setup("dilokthanakul, K = 16", {"prior": "dilokthanakul", "guide": "dilokthanakul", "components": 16}),
     Setup("standard x gaussian", {"prior": "standard", "guide": "gaussian"}),
+    # VaDE's recipe: start from the standard VAE above (same seed), with a
+    # full-covariance mixture prior fitted to its codes (`--init-from`).
+    Setup(
+        "gmm-full x gaussian, warm start",
+        {"prior": "gmm-full", "guide": "gaussian", "init_from": "{out}/standard-x-gaussian/seed{seed}"},
+    ),
 ]
 LIKELIHOOD = [
     Setup(f"{prior} x {guide}", {"prior": prior, "guide": guide})
@@ -94,7 +100,10 @@ def run_one(
     SIGINT/SIGTERM ends the script (exit 130/143) instead of being evaluated.
     """
     run_dir = out / setup.slug / f"seed{seed}"
-    config = TrainConfig(**{**common, **setup.settings, "seed": seed, "out": str(run_dir)})
+    settings = {
+        k: v.format(out=out, seed=seed) if isinstance(v, str) else v for k, v in setup.settings.items()
+    }
+    config = TrainConfig(**{**common, **settings, "seed": seed, "out": str(run_dir)})
     wanted_eval = {"iw_samples": eval_args["iw_samples"], "num_points": len(data.test_x)}
     if (run_dir / "config.json").exists():
         stored = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
@@ -294,6 +303,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--likelihood-epochs", type=int, default=50, help="training epochs of the likelihood runs"
     )
+    parser.add_argument(
+        "--warm-epochs",
+        type=int,
+        default=100,
+        help="epochs of the warm-started rows (after the --epochs of the run they start from)",
+    )
     parser.add_argument("--hidden", default="512,512", help="hidden layers of encoders and decoders")
     parser.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up of every run")
     parser.add_argument("--iw-samples", type=int, default=5000, help="S of the likelihood table")
@@ -315,6 +330,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.command = ["python", "benchmarks/results.py", *(sys.argv[1:] if argv is None else argv)]
     if args.smoke:
         args.seeds, args.epochs, args.likelihood_epochs, args.hidden = 2, 2, 2, "32"
+        args.warm_epochs = 2
         args.iw_samples, args.cluster_iw_samples = 20, 10
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
@@ -365,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only not in (None, table):
             continue
         base = {k: v for k, v in dataclasses.asdict(common[table]).items() if k not in ("seed", "out")}
+        if "init_from" in setup.settings:
+            base["epochs"] = args.warm_epochs
         results = []
         for seed in args.seed_list:
             t0 = time.perf_counter()

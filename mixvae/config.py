@@ -39,6 +39,11 @@ class TrainConfig:
     zprior_threshold: float | None = _opt(
         None, "dilokthanakul z-prior free bits: KL(p(c|w,z) || p(c)) gets gradient only above this (nats)"
     )
+    init_from: str | None = _opt(
+        None,
+        "warm start (VaDE-style pretraining): copy the encoder and decoder of this trained run "
+        "(same --guide, --latent-dim, --hidden) and fit a gmm / gmm-full prior to its encoder means",
+    )
     posthoc_components: int = _opt(10, "components of the post-hoc GMM fitted to q(z) (posthoc-gmm)")
     posthoc_bic: bool = _opt(False, "choose the post-hoc GMM's K <= --posthoc-components by BIC")
     labels_per_class: int | None = _opt(

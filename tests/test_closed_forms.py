@@ -13,7 +13,7 @@ from torch.distributions import Normal
 
 from mixvae.guides import GaussianGuide, MixtureGuide
 from mixvae.inference import LatentScale, make_elbo
-from mixvae.models import VAE, BernoulliDecoder, GaussianDecoder, GMMPrior, StandardPrior
+from mixvae.models import VAE, BernoulliDecoder, FullCovGMMPrior, GaussianDecoder, GMMPrior, StandardPrior
 from mixvae.nn import data_plate
 
 P, D, B = 3, 2, 4
@@ -85,10 +85,26 @@ def test_standard_prior_elbo_matches_analytic_and_is_bounded_by_log_evidence(ana
     assert estimate == pytest.approx(float(exact.sum()), abs=5 * se + 1e-3)
 
 
-def test_gmm_prior_elbo_is_the_exact_sum_over_y_on_fixed_weights():
-    prior = GMMPrior(D, 3)
+def _gaussian_log_density(z: torch.Tensor, loc: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """log N(z; loc, cov) from the textbook formula; z (B, 1, D), loc (K, D), cov (K, D, D) -> (B, K)."""
+    diff = (z - loc).unsqueeze(-1)  # (B, K, D, 1)
+    maha = (diff.transpose(-1, -2) @ torch.linalg.inv(cov) @ diff)[..., 0, 0]
+    return -0.5 * (loc.shape[-1] * math.log(2 * math.pi) + torch.logdet(cov) + maha)
+
+
+@pytest.mark.parametrize("covariance", ["diag", "full"])
+def test_gmm_prior_elbo_is_the_exact_sum_over_y_on_fixed_weights(covariance):
+    prior = GMMPrior(D, 3) if covariance == "diag" else FullCovGMMPrior(D, 3)
     with torch.no_grad():
         prior.logits = torch.tensor([0.2, -0.5, 1.0])
+        if covariance == "diag":
+            prior.scales = torch.tensor([[0.5, 1.2], [1.0, 0.8], [2.0, 0.3]])
+            cov = torch.diag_embed(prior.scales**2)
+        else:
+            prior.scale_tril = torch.tensor(
+                [[[0.5, 0.0], [0.4, 1.2]], [[1.0, 0.0], [-0.6, 0.8]], [[2.0, 0.0], [1.5, 0.3]]]
+            )
+            cov = prior.scale_tril @ prior.scale_tril.transpose(-1, -2)
     model, w, b, s = linear_gaussian(prior)
     guide = GaussianGuide(P, D, hidden=())
     x = data()
@@ -99,7 +115,7 @@ def test_gmm_prior_elbo_is_the_exact_sum_over_y_on_fixed_weights():
         pyro_elbo = -make_elbo().loss(scale(model), scale(poutine.replay(guide, trace=trace)), x)
         # by hand: log p(z) = logsumexp_y [log pi_y + log N(z; mu_y, sigma_y)]
         log_pi = prior.logits.log_softmax(-1)
-        comp = Normal(prior.locs, prior.scales).log_prob(z.unsqueeze(-2)).sum(-1)  # (B, K)
+        comp = _gaussian_log_density(z.unsqueeze(-2), prior.locs, cov)  # (B, K)
         log_pz = torch.logsumexp(log_pi + comp, -1)
         loc, sd = guide.params(x)
         log_qz = Normal(loc, sd).log_prob(z).sum(-1)

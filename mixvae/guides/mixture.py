@@ -93,6 +93,10 @@ class UnivariateMixtureOfNormals(dist.TorchDistribution):
     def mean(self) -> torch.Tensor:
         return (self.component_logits.softmax(-1).unsqueeze(-1) * self.locs).sum(-2)
 
+    @property
+    def variance(self) -> torch.Tensor:
+        return _mixture_variance(self.component_logits.softmax(-1), self.locs, self.scales)
+
 
 class MixtureOfDiagNormals(dist.MixtureOfDiagNormals):
     """Pyro's :class:`~pyro.distributions.MixtureOfDiagNormals`, plus its ``mean``, with
@@ -127,6 +131,17 @@ class MixtureOfDiagNormals(dist.MixtureOfDiagNormals):
     @property
     def mean(self) -> torch.Tensor:
         return (self.categorical.probs.unsqueeze(-1) * self.locs).sum(-2)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return _mixture_variance(self.categorical.probs, self.locs, self.coord_scale)
+
+
+def _mixture_variance(weights: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Per-coordinate variance of sum_k w_k N(locs_k, diag scales_k^2) (law of total variance)."""
+    w = weights.unsqueeze(-1)
+    mean = (w * locs).sum(-2, keepdim=True)
+    return (w * (scales**2 + (locs - mean) ** 2)).sum(-2)
 
 
 def diag_normal_mixture(

@@ -32,6 +32,7 @@ from mixvae.inference.clustering import cluster_assignments, clustering_scores
 from mixvae.inference.objectives import LatentScale, evaluate_elbo, has_discrete_site, make_elbo
 from mixvae.inference.pairs import build, check_names
 from mixvae.inference.posthoc import PosthocGMM, fit_posthoc_gmm
+from mixvae.inference.warmstart import warm_start
 from mixvae.models import VAE
 
 #: files a run writes besides config.json and checkpoint.pt (removed by --overwrite)
@@ -303,6 +304,8 @@ def train(
     pyro.set_rng_seed(config.seed)
     model, guide = build(config, data.data_dim)
     run = Run(model.to(device), guide.to(device), config, run_dir)
+    if config.init_from is not None:
+        warm_start(model, guide, config.init_from, data.train_x.to(device), seed=config.seed)
     optimizer = _optimizer(run)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     return _fit(

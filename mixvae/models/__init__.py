@@ -8,6 +8,7 @@ from mixvae.models.decoders import LIKELIHOODS, BernoulliDecoder, Decoder, Gauss
 from mixvae.models.priors import (
     PRIORS,
     DilokthanakulPrior,
+    FullCovGMMPrior,
     GMMPrior,
     PosthocGMMPrior,
     Prior,
@@ -23,6 +24,7 @@ __all__ = [
     "BernoulliDecoder",
     "Decoder",
     "DilokthanakulPrior",
+    "FullCovGMMPrior",
     "GMMPrior",
     "GaussianDecoder",
     "PosthocGMMPrior",
