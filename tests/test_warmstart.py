@@ -136,5 +136,5 @@ def test_init_from_a_folder_without_checkpoint_is_refused(small_digits, tmp_path
     config = TrainConfig(
         prior="gmm", guide="gaussian", epochs=1, init_from=str(tmp_path), out=str(tmp_path / "w")
     )
-    with pytest.raises(ConfigError, match="no checkpoint.pt"):
+    with pytest.raises(ConfigError, match=r"no checkpoint\.pt"):
         train(config, dataset=small_digits, progress=False, figures=False)
