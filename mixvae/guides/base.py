@@ -55,6 +55,15 @@ class Guide(PyroModule):
         """The encoder distribution q(z | x): batch shape (B,), event shape (D,)."""
         raise NotImplementedError
 
+    def diag_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q(z | x) as a mixture of M diagonal Gaussians: ``(logits (B, M), locs (B, M, D), scales (B, M, D))``.
+
+        Lets a prior built from the encoder (the VampPrior) evaluate its density
+        with matrix products; guides whose q(z|x) is not of this form raise
+        :class:`NotImplementedError` and the prior falls back to torch's mixture.
+        """
+        raise NotImplementedError(f"guide {self.name!r} is not a mixture of diagonal Gaussians")
+
     def q_latents(self, x: torch.Tensor) -> dict[str, dist.TorchDistribution]:
         """q of every continuous site the guide provides, independent given x (``{"z": q_z(x)}``)."""
         return {"z": self.q_z(x)}

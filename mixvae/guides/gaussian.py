@@ -46,3 +46,7 @@ class GaussianGuide(Guide):
     def q_z(self, x: torch.Tensor) -> dist.TorchDistribution:
         loc, scale = self.params(x)
         return dist.Normal(loc, scale).to_event(1)
+
+    def diag_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        loc, scale = self.params(x)
+        return loc.new_zeros(loc.shape[:-1] + (1,)), loc.unsqueeze(-2), scale.unsqueeze(-2)

@@ -209,3 +209,6 @@ class MixtureGuide(Guide):
     def q_z(self, x: torch.Tensor) -> dist.TorchDistribution:
         logits, locs, scales = self.params(x)
         return diag_normal_mixture(locs, scales, logits)
+
+    def diag_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.params(x)

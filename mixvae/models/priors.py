@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -229,6 +230,60 @@ class FullCovGMMPrior(GMMPrior):
         return dist.MultivariateNormal(loc, scale_tril=scale)
 
 
+class DiagNormalMixture(dist.TorchDistribution):
+    r"""The mixture :math:`\sum_k w_k \mathcal{N}(\mu_k, \mathrm{diag}\,\sigma_k^2)` of K shared components.
+
+    The same density as torch's ``MixtureSameFamily`` over ``Normal(...).to_event(1)``,
+    computed with matrix products: :math:`\sum_d (z_d - \mu_{kd})^2 / \sigma_{kd}^2`
+    expands into ``z**2 @ (1/sigma**2).T - 2 z @ (mu/sigma**2).T + const_k``, so
+    N points against K components cost an (N, D) x (D, K) product instead of
+    an (N, K, D) tensor.  That matters for the VampPrior (K = 500 pseudo-inputs,
+    or 1,500 Gaussians with a 3-component mixture guide) in training and in
+    importance sampling.  The products run in float64, so the expansion's
+    cancellation costs no precision.
+
+    :param log_weights: (K,) log mixture weights (normalised).
+    :param locs: (K, D) component means.
+    :param scales: (K, D) component standard deviations.
+    """
+
+    arg_constraints = {
+        "log_weights": constraints.real_vector,
+        "locs": constraints.independent(constraints.real, 2),
+        "scales": constraints.independent(constraints.positive, 2),
+    }
+    support = constraints.independent(constraints.real, 1)
+
+    def __init__(
+        self,
+        log_weights: torch.Tensor,
+        locs: torch.Tensor,
+        scales: torch.Tensor,
+        validate_args: bool | None = None,
+    ) -> None:
+        self.log_weights, self.locs, self.scales = log_weights, locs, scales
+        super().__init__(torch.Size(), locs.shape[-1:], validate_args=validate_args)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        d = self.locs.shape[-1]
+        z = value.reshape(-1, d).double()
+        prec = self.scales.double() ** -2  # (K, D)
+        locs = self.locs.double()
+        maha = (z**2) @ prec.T - 2 * z @ (locs * prec).T + (locs**2 * prec).sum(-1)  # (N, K)
+        log_norm = -self.scales.double().log().sum(-1) - 0.5 * d * math.log(2 * math.pi)
+        joint = self.log_weights.double() + log_norm - 0.5 * maha
+        return joint.logsumexp(-1).reshape(value.shape[:-1]).to(value.dtype)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            k = dist.Categorical(logits=self.log_weights).sample(sample_shape)
+            return self.locs[k] + self.scales[k] * torch.randn_like(self.locs[k])
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return (self.log_weights.exp().unsqueeze(-1) * self.locs).sum(-2)
+
+
 @PRIORS.register("vampprior")
 class VampPrior(Prior):
     r"""The VampPrior of Tomczak & Welling (2018): the encoder at learned pseudo-inputs.
@@ -275,11 +330,15 @@ class VampPrior(Prior):
         return torch.sigmoid(self.pseudo_raw) if self.unit_interval else self.pseudo_raw
 
     def marginal(self) -> dist.TorchDistribution:
-        components = self._encoder.q_z(self.pseudo_inputs())  # batch (K,), event (D,)
-        uniform = dist.Categorical(
-            logits=torch.zeros(self.pseudo_raw.shape[0], device=self.pseudo_raw.device)
-        )
-        return dist.MixtureSameFamily(uniform, components)
+        u = self.pseudo_inputs()
+        try:
+            logits, locs, scales = self._encoder.diag_components(u)  # (K, M), (K, M, D), (K, M, D)
+        except NotImplementedError:
+            uniform = dist.Categorical(logits=torch.zeros(u.shape[0], device=u.device))
+            return dist.MixtureSameFamily(uniform, self._encoder.q_z(u))
+        # (1/K) sum_k sum_m w_km N(locs_km, scales_km): one mixture of K * M Gaussians
+        log_w = logits.log_softmax(-1) - math.log(u.shape[0])
+        return DiagNormalMixture(log_w.flatten(), locs.flatten(0, 1), scales.flatten(0, 1))
 
     def forward(self, component: torch.Tensor | None = None) -> torch.Tensor:
         return pyro.sample("z", self.marginal())
