@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import re
 import statistics
@@ -113,6 +114,8 @@ def run_one(
             raise SystemExit(
                 f"{run_dir} holds a run with other settings; use another --out or delete that folder"
             )
+    if config.init_from is not None and (run_dir / "init_from.json").exists():
+        _check_warm_start_source(run_dir, Path(config.init_from))
     done = run_dir / "evaluation.json"
     if done.exists() and {k: json.loads(done.read_text())[k] for k in wanted_eval} != wanted_eval:
         done.unlink()  # evaluated with other settings: evaluate again
@@ -143,6 +146,18 @@ def run_one(
         result["train_seconds"] += seconds
         result["epochs"] = f"{epochs} + {result['epochs']}"
     return result
+
+
+def _check_warm_start_source(run_dir: Path, source: Path) -> None:
+    """A warm-started run is reused only while the run it started from is the one it read."""
+    recorded = json.loads((run_dir / "init_from.json").read_text())["checkpoint_sha256"]
+    checkpoint = source / "checkpoint.pt"
+    now = hashlib.sha256(checkpoint.read_bytes()).hexdigest() if checkpoint.exists() else None
+    if now != recorded:
+        raise SystemExit(
+            f"{run_dir} was warm-started from a {source} that has since changed or gone; "
+            "delete that folder to train it again from the current one"
+        )
 
 
 def _training_time(run_dir: Path) -> tuple[float, int]:

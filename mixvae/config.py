@@ -42,7 +42,8 @@ class TrainConfig:
     init_from: str | None = _opt(
         None,
         "warm start (VaDE-style pretraining): copy the encoder and decoder of this trained run "
-        "(same --guide, --latent-dim, --hidden) and fit a gmm / gmm-full prior to its encoder means",
+        "(same --guide, --latent-dim, --hidden, data) and fit a gmm / gmm-full prior to its encoder "
+        "means (other priors keep their own initialisation)",
     )
     posthoc_components: int = _opt(10, "components of the post-hoc GMM fitted to q(z) (posthoc-gmm)")
     posthoc_bic: bool = _opt(False, "choose the post-hoc GMM's K <= --posthoc-components by BIC")

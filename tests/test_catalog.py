@@ -47,6 +47,24 @@ def test_diag_normal_mixture_matches_torch_mixture_in_value_and_gradient():
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max())
 
 
+def test_diag_normal_mixture_normalises_weights_and_checks_shapes():
+    from mixvae.models.priors import DiagNormalMixture
+
+    torch.manual_seed(1)
+    locs, scales, logits = torch.randn(4, 3), torch.rand(4, 3) + 0.2, torch.randn(4)
+    z = torch.randn(6, 3)
+    a = DiagNormalMixture(logits, locs, scales)
+    b = DiagNormalMixture(logits.log_softmax(-1), locs, scales)
+    assert torch.allclose(a.log_prob(z), b.log_prob(z), atol=1e-6)
+    draws = a.sample((200_000,))
+    assert torch.allclose(draws.mean(0), a.mean, atol=0.02)
+    assert torch.allclose(draws.var(0), a.variance, rtol=0.02)
+    with pytest.raises(ValueError, match="locs"):
+        DiagNormalMixture(logits, locs.expand(2, 4, 3), scales)
+    with pytest.raises(ValueError, match="cannot score"):
+        a.log_prob(torch.randn(6, 2))
+
+
 def test_vampprior_parameters_are_not_duplicated():
     model, guide = build(TrainConfig(prior="vampprior", guide="gaussian", hidden=(8,), pseudo_inputs=4), 64)
     model_ids = {id(p) for p in model.parameters()}

@@ -138,3 +138,38 @@ def test_init_from_a_folder_without_checkpoint_is_refused(small_digits, tmp_path
     )
     with pytest.raises(ConfigError, match=r"no checkpoint\.pt"):
         train(config, dataset=small_digits, progress=False, figures=False)
+
+
+def test_init_from_records_its_source_and_refuses_other_data(small_digits, tmp_path):
+    import hashlib
+    import json
+
+    _pretrained(small_digits, tmp_path)
+    common = dict(prior="gmm", guide="gaussian", hidden=(32,), latent_dim=3, components=3, epochs=1)
+    train(
+        TrainConfig(**common, init_from=str(tmp_path / "pre"), out=str(tmp_path / "warm")),
+        dataset=small_digits,
+        progress=False,
+        figures=False,
+    )
+    origin = json.loads((tmp_path / "warm" / "init_from.json").read_text())
+    digest = hashlib.sha256((tmp_path / "pre" / "checkpoint.pt").read_bytes()).hexdigest()
+    assert origin == {"run": str((tmp_path / "pre").resolve()), "checkpoint_sha256": digest}
+    with pytest.raises(ConfigError, match="binarize 'none', this one 'dynamic'"):
+        train(
+            TrainConfig(
+                **common, binarize="dynamic", init_from=str(tmp_path / "pre"), out=str(tmp_path / "w2")
+            ),
+            dataset=small_digits,
+            progress=False,
+            figures=False,
+        )
+
+
+def test_too_few_or_non_finite_codes_are_refused():
+    with pytest.raises(ConfigError, match="use more data"):
+        fit_prior_to_codes(GMMPrior(2, 5), torch.randn(3, 2))
+    codes = torch.randn(20, 2)
+    codes[4, 1] = float("nan")
+    with pytest.raises(ConfigError, match="non-finite"):
+        fit_prior_to_codes(GMMPrior(2, 2), codes)

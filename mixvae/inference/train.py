@@ -305,7 +305,9 @@ def train(
     model, guide = build(config, data.data_dim)
     run = Run(model.to(device), guide.to(device), config, run_dir)
     if config.init_from is not None:
-        warm_start(model, guide, config.init_from, data.train_x.to(device), seed=config.seed)
+        codes_x = evaluation_data(data.train_x.to(device), config)
+        origin = warm_start(model, guide, config.init_from, codes_x, config=config, seed=config.seed)
+        (run_dir / "init_from.json").write_text(json.dumps(origin, indent=2) + "\n")
     optimizer = _optimizer(run)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     return _fit(

@@ -10,7 +10,9 @@ epochs happen to form.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +22,9 @@ from mixvae.errors import ConfigError
 from mixvae.guides import Guide
 from mixvae.models import VAE
 from mixvae.models.priors import FullCovGMMPrior, GMMPrior, Prior
+
+if TYPE_CHECKING:
+    from mixvae.config import TrainConfig
 
 
 @torch.no_grad()
@@ -56,6 +61,12 @@ def fit_prior_to_codes(
         raise ConfigError(
             f"codes of shape {tuple(z.shape)} do not match the prior's latent dim {prior.latent_dim}"
         )
+    if len(z) < prior.num_components:
+        raise ConfigError(
+            f"{len(z)} codes cannot be fitted with {prior.num_components} components; use more data"
+        )
+    if not np.isfinite(z).all():
+        raise ConfigError("the encoder gave non-finite codes; the run to start from has diverged")
     gmm = GaussianMixture(
         prior.num_components,
         covariance_type="full" if full else "diag",
@@ -66,7 +77,8 @@ def fit_prior_to_codes(
     cov = gmm.covariances_.copy()
     if code_variances is not None:
         resp = gmm.predict_proba(z)  # (N, K)
-        extra = resp.T @ code_variances.detach().cpu().double().numpy() / resp.sum(0)[:, None]  # (K, D)
+        mass = resp.sum(0)[:, None] + 10 * np.finfo(resp.dtype).eps  # as scikit-learn guards empty components
+        extra = resp.T @ code_variances.detach().cpu().double().numpy() / mass  # (K, D)
         if full:
             cov += extra[:, :, None] * np.eye(z.shape[1])
         else:
@@ -98,22 +110,45 @@ def _copy_state(dst: torch.nn.Module, src: torch.nn.Module, what: str, source: P
 
 
 def warm_start(
-    model: VAE, guide: Guide, source_dir: str | Path, train_x: torch.Tensor, *, seed: int = 0
-) -> None:
+    model: VAE,
+    guide: Guide,
+    source_dir: str | Path,
+    train_x: torch.Tensor,
+    *,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+) -> dict[str, str]:
     """Copy the encoder and decoder of the run in ``source_dir``; fit a mixture prior to its codes.
 
     The guide and the decoder must have the same architecture as the source
     run's (typically a ``standard x gaussian`` run with the same
     ``--latent-dim`` and ``--hidden``).  A ``gmm`` / ``gmm-full`` prior is then
-    set by :func:`fit_prior_to_codes` to the encoder means of ``train_x``;
-    other priors keep their own initialisation.
+    set by :func:`fit_prior_to_codes` to the encoder means of ``train_x``
+    (pass the data as the encoder sees them: binarised, with
+    ``--binarize dynamic``); other priors keep their own initialisation and
+    only the networks are copied.
+
+    :param config: the new run's settings; when given, its data set,
+        binarisation and likelihood must be the source run's.
+    :returns: where the warm start came from: the source folder and the
+        SHA-256 of the checkpoint that was read (``train`` saves it as
+        ``init_from.json`` in the new run folder).
     """
     from mixvae.inference.train import load_run
 
     source_dir = Path(source_dir)
-    if not (source_dir / "checkpoint.pt").exists():
+    checkpoint = source_dir / "checkpoint.pt"
+    if not checkpoint.exists():
         raise ConfigError(f"--init-from {source_dir}: no checkpoint.pt there; train that run first")
     source = load_run(source_dir, device=str(train_x.device))
+    if config is not None:
+        for name in ("dataset", "binarize", "likelihood"):
+            have, want = getattr(source.config, name), getattr(config, name)
+            if have != want:
+                raise ConfigError(
+                    f"--init-from {source_dir}: that run has {name} {have!r}, this one {want!r}; "
+                    "start from a run trained on the same data"
+                )
     _copy_state(guide, source.guide, "guide", source_dir)
     _copy_state(model.decoder, source.model.decoder, "decoder", source_dir)
     if isinstance(model.prior, GMMPrior):
@@ -124,3 +159,5 @@ def warm_start(
                 means.append(q.mean)
                 variances.append(q.variance)
         fit_prior_to_codes(model.prior, torch.cat(means), code_variances=torch.cat(variances), seed=seed)
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    return {"run": str(source_dir.resolve()), "checkpoint_sha256": digest}

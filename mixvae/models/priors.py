@@ -211,7 +211,7 @@ class FullCovGMMPrior(GMMPrior):
     component instead of a diagonal scale.  Clusters of a trained encoder are
     rarely axis-aligned: a full-covariance GMM fitted to a standard VAE's
     codes separates MNIST digits far better than a diagonal one, and this
-    prior can start from such a fit (:func:`mixvae.inference.pretrain.init_prior_from_codes`).
+    prior can start from such a fit (``--init-from``, :func:`mixvae.inference.warmstart.fit_prior_to_codes`).
     """
 
     story = "y ~ Cat(pi), z | y ~ N(mu_y, L_y L_y^T) (full covariance)"
@@ -242,7 +242,7 @@ class DiagNormalMixture(dist.TorchDistribution):
     importance sampling.  The products run in float64, so the expansion's
     cancellation costs no precision.
 
-    :param log_weights: (K,) log mixture weights (normalised).
+    :param log_weights: (K,) log mixture weights (normalised here).
     :param locs: (K, D) component means.
     :param scales: (K, D) component standard deviations.
     """
@@ -261,11 +261,20 @@ class DiagNormalMixture(dist.TorchDistribution):
         scales: torch.Tensor,
         validate_args: bool | None = None,
     ) -> None:
-        self.log_weights, self.locs, self.scales = log_weights, locs, scales
+        if locs.dim() != 2 or scales.shape != locs.shape or log_weights.shape != locs.shape[:1]:
+            raise ValueError(
+                "DiagNormalMixture takes log_weights (K,), locs (K, D) and scales (K, D); got "
+                f"{tuple(log_weights.shape)}, {tuple(locs.shape)}, {tuple(scales.shape)}"
+            )
+        self.log_weights, self.locs, self.scales = log_weights.log_softmax(-1), locs, scales
         super().__init__(torch.Size(), locs.shape[-1:], validate_args=validate_args)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         d = self.locs.shape[-1]
+        if value.shape[-1:] != (d,):
+            raise ValueError(
+                f"DiagNormalMixture of dimension {d} cannot score values of shape {tuple(value.shape)}"
+            )
         z = value.reshape(-1, d).double()
         prec = self.scales.double() ** -2  # (K, D)
         locs = self.locs.double()
@@ -282,6 +291,11 @@ class DiagNormalMixture(dist.TorchDistribution):
     @property
     def mean(self) -> torch.Tensor:
         return (self.log_weights.exp().unsqueeze(-1) * self.locs).sum(-2)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        w = self.log_weights.exp().unsqueeze(-1)
+        return (w * (self.scales**2 + (self.locs - self.mean) ** 2)).sum(-2)
 
 
 @PRIORS.register("vampprior")
