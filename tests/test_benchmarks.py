@@ -53,8 +53,9 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     for heading in ("## Clustering", "## Likelihood", "## Aggregate posterior"):
         assert heading in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    # 4 models with their own clusters + 2 baselines on the standard VAE; 6 likelihood pairs; 6 aggregate rows
+    # 5 models with their own clusters + 2 baselines on the standard VAE; 6 likelihood pairs; 6 aggregate rows
     for start in (
+        "| gmm-full x gaussian, warm start | the model's own (most probable y) (K = 10)",
         "| gmm x categorical (GMVAE, Rui Shu) | the model's",
         "| gmm x gaussian (VaDE-style) | the model's",
         "| dilokthanakul, K = 10 | the model's own (most probable y) (K = 10)",
@@ -66,7 +67,12 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     assert sum(r.startswith("| vampprior x mixture |") for r in rows) == 2
     # every seed is a run folder that mixvae commands can open again
     evaluations = sorted(out.glob("*/*/seed*/evaluation.json"))
-    assert len(evaluations) == 2 * (5 + 6)
+    assert len(evaluations) == 2 * (6 + 6)
+    # the warm-started runs record the run they started from
+    origins = sorted(out.glob("clustering/gmm-full-*/seed*/init_from.json"))
+    assert [json.loads(p.read_text())["run"] for p in origins] == [
+        str((out / "clustering" / "standard-x-gaussian" / f"seed{s}").resolve()) for s in (0, 1)
+    ]
     ll = [json.loads(p.read_text())["log_likelihood"] for p in evaluations]
     assert all(v < 0 for v in ll)
     # a second invocation finds every run done and trains nothing
