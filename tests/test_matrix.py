@@ -113,7 +113,7 @@ def _expected(prior: str, guide: str, b: int, d: int, k: int, particles: int | N
         model["c"] = ((k, *lead), pb)
         model["z"] = ((*pb, d), (k, *pb))
         model["x"] = ((b, 64), pb)
-    elif prior == "gmm":
+    elif prior in ("gmm", "gmm-full"):
         # enumerated in the model, one dim left of the guide's (here: none)
         model["y"] = ((k, *lead), pb)
         model["z"] = ((*pb, d), (k, *pb))
