@@ -143,7 +143,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     [
         (
             ["--prior", "nope"],
-            "unknown prior 'nope'; choose one of: standard, gmm, vampprior, dilokthanakul, posthoc-gmm",
+            "unknown prior 'nope'; choose one of: standard, gmm, gmm-full, vampprior, dilokthanakul, posthoc-gmm",
         ),
         (["--guide", "nope"], "unknown guide 'nope'; choose one of: gaussian, mixture, categorical"),
         (["--dataset", "nope"], "unknown dataset 'nope'; choose one of: digits"),
