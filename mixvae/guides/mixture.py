@@ -11,7 +11,7 @@ from pyro.distributions import constraints
 from pyro.distributions.util import broadcast_shape
 
 from mixvae.guides.base import GUIDES, Guide
-from mixvae.nn import mlp, positive
+from mixvae.nn import mixture_variance, mlp, positive
 
 if TYPE_CHECKING:
     from mixvae.config import TrainConfig
@@ -95,7 +95,7 @@ class UnivariateMixtureOfNormals(dist.TorchDistribution):
 
     @property
     def variance(self) -> torch.Tensor:
-        return _mixture_variance(self.component_logits.softmax(-1), self.locs, self.scales)
+        return mixture_variance(self.component_logits.softmax(-1), self.locs, self.scales)
 
 
 class MixtureOfDiagNormals(dist.MixtureOfDiagNormals):
@@ -134,14 +134,7 @@ class MixtureOfDiagNormals(dist.MixtureOfDiagNormals):
 
     @property
     def variance(self) -> torch.Tensor:
-        return _mixture_variance(self.categorical.probs, self.locs, self.coord_scale)
-
-
-def _mixture_variance(weights: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """Per-coordinate variance of sum_k w_k N(locs_k, diag scales_k^2) (law of total variance)."""
-    w = weights.unsqueeze(-1)
-    mean = (w * locs).sum(-2, keepdim=True)
-    return (w * (scales**2 + (locs - mean) ** 2)).sum(-2)
+        return mixture_variance(self.categorical.probs, self.locs, self.coord_scale)
 
 
 def diag_normal_mixture(

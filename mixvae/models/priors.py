@@ -13,7 +13,7 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from pyro.ops.indexing import Vindex
 
-from mixvae.nn import mlp, positive
+from mixvae.nn import mixture_variance, mlp, positive
 from mixvae.registry import Registry
 
 if TYPE_CHECKING:
@@ -294,8 +294,7 @@ class DiagNormalMixture(dist.TorchDistribution):
 
     @property
     def variance(self) -> torch.Tensor:
-        w = self.log_weights.exp().unsqueeze(-1)
-        return (w * (self.scales**2 + (self.locs - self.mean) ** 2)).sum(-2)
+        return mixture_variance(self.log_weights.exp(), self.locs, self.scales)
 
 
 @PRIORS.register("vampprior")
