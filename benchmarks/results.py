@@ -80,6 +80,10 @@ LIKELIHOOD = [
     Setup(f"{prior} x {guide}", {"prior": prior, "guide": guide})
     for prior in ("standard", "gmm", "vampprior")
     for guide in ("gaussian", "mixture")
+] + [
+    # Tomczak & Welling's other start: pseudo-inputs copied from training images
+    Setup(f"vampprior, data init x {guide}", {"prior": "vampprior", "guide": guide, "pseudo_init": "data"})
+    for guide in ("gaussian", "mixture")
 ]
 CLUSTER_SCORES = ("acc_hungarian", "acc_majority", "nmi", "ari")
 
@@ -216,10 +220,14 @@ def likelihood_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
         "mixture guide vs gaussian, same prior | k-hat > 0.7 | train min/seed |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    # log p(x) per seed, by (prior, guide): differences pair the same seeds
-    ll = {(r[0]["prior"], r[0]["guide"]): {x["seed"]: x["log_likelihood"] for x in r} for r in found.values()}
+    # log p(x) per seed, by (row's prior, guide): differences pair the same seeds. The row's
+    # prior is its name before " x guide", so "vampprior, data init" is a prior of its own.
+    ll = {
+        (_row_prior(name), r[0]["guide"]): {x["seed"]: x["log_likelihood"] for x in r}
+        for name, r in found.items()
+    }
     for name, results in found.items():
-        prior, guide = results[0]["prior"], results[0]["guide"]
+        prior, guide = _row_prior(name), results[0]["guide"]
         mine = ll[prior, guide]
         ref = ll.get(("standard", guide))
         other = ll.get((prior, "gaussian" if guide == "mixture" else "mixture"))
@@ -232,6 +240,11 @@ def likelihood_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
             f"{mean_sd([r['khat_over_0_7'] for r in results], 100, 0)}% | {train_minutes(results):.1f} |"
         )
     return rows
+
+
+def _row_prior(name: str) -> str:
+    """``"vampprior, data init"`` of the row ``"vampprior, data init x mixture"``."""
+    return name.rsplit(" x ", 1)[0]
 
 
 def _diff(a: dict[int, float], b: dict[int, float]) -> str:
@@ -304,7 +317,8 @@ def report(
             f"Settings shared by all rows: latent {c['latent_dim']}, hidden {c['hidden']}, "
             f"{c['epochs']} epochs, batch {c['batch_size']}, lr {c['lr']}, KL warm-up "
             f"{c['warmup_epochs']} epochs, binarisation {c['binarize']}, K = {c['components']} "
-            f"(gmm), {c['pseudo_inputs']} pseudo-inputs (vampprior), "
+            f"(gmm), {c['pseudo_inputs']} pseudo-inputs (vampprior; they start as near-constant grey "
+            "images, or, in the data-init rows, as random training images: `--pseudo-init data`), "
             f"{c['guide_components'] or c['components']} components (mixture guide). "
             "Differences are of seed means, ± the sd of the per-seed differences.",
             "",

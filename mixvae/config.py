@@ -35,6 +35,12 @@ class TrainConfig:
     components: int = _opt(10, "number K of prior mixture components (and of the categorical guide)")
     guide_components: int | None = _opt(None, "components of the mixture guide (default: --components)")
     pseudo_inputs: int = _opt(500, "number K of learned pseudo-inputs of the vampprior")
+    pseudo_init: str = _opt(
+        "random",
+        "initial vampprior pseudo-inputs: random (near-constant grey images, as Tomczak & Welling) "
+        "| data (K distinct random training images)",
+        choices=("random", "data"),
+    )
     w_dim: int | None = _opt(None, "dimension of w for the dilokthanakul prior (default: --latent-dim)")
     zprior_threshold: float | None = _opt(
         None, "dilokthanakul z-prior free bits: KL(p(c|w,z) || p(c)) gets gradient only above this (nats)"
@@ -115,6 +121,8 @@ class TrainConfig:
             raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs!r}")
         if self.binarize not in ("none", "dynamic"):
             raise ConfigError(f"--binarize must be 'none' or 'dynamic', got {self.binarize!r}")
+        if self.pseudo_init not in ("random", "data"):
+            raise ConfigError(f"--pseudo-init must be 'random' or 'data', got {self.pseudo_init!r}")
         if self.kl not in ("analytic", "mc"):
             raise ConfigError(f"--kl must be 'analytic' or 'mc', got {self.kl!r}")
         if self.binarize == "dynamic" and self.likelihood != "bernoulli":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from mixvae import TrainConfig, build
+from mixvae.errors import ConfigError
 
 
 @pytest.mark.parametrize("guide", ["gaussian", "mixture"])
@@ -63,6 +65,31 @@ def test_diag_normal_mixture_normalises_weights_and_checks_shapes():
         DiagNormalMixture(logits, locs.expand(2, 4, 3), scales)
     with pytest.raises(ValueError, match="cannot score"):
         a.log_prob(torch.randn(6, 2))
+
+
+def test_vampprior_data_init_copies_distinct_training_images():
+    config = TrainConfig(prior="vampprior", guide="gaussian", hidden=(8,), pseudo_inputs=5, pseudo_init="data")
+    model, _ = build(config, 4)
+    x = torch.tensor([[0.0, 0.5, 1.0, 0.2]]) + torch.arange(12.0)[:, None] / 100  # 12 distinct rows in [0, 1.11]
+    x = x.clamp(max=1.0)
+    model.prior.initialise_from_data(x, torch.Generator().manual_seed(3))
+    u = model.prior.pseudo_inputs().detach()
+    expect = x.clamp(0.01, 0.99)
+    matches = torch.cdist(u, expect).argmin(1)
+    assert torch.allclose(u, expect[matches], atol=1e-5)
+    assert len(set(matches.tolist())) == 5  # distinct images
+    again, _ = build(config, 4)
+    again.prior.initialise_from_data(x, torch.Generator().manual_seed(3))
+    assert torch.equal(again.prior.pseudo_raw, model.prior.pseudo_raw)  # the seed decides
+    with pytest.raises(ConfigError, match="at least 5 training points"):
+        again.prior.initialise_from_data(x[:4], torch.Generator())
+    # the default start ignores the data
+    plain, _ = build(dataclasses.replace(config, pseudo_init="random"), 4)
+    before = plain.prior.pseudo_raw.detach().clone()
+    plain.prior.initialise_from_data(x, torch.Generator())
+    assert torch.equal(plain.prior.pseudo_raw, before)
+    with pytest.raises(ConfigError, match="--pseudo-init"):
+        TrainConfig(pseudo_init="kmeans").validate()
 
 
 def test_vampprior_parameters_are_not_duplicated():
@@ -300,3 +327,21 @@ def test_labels_need_a_matching_discrete_component(digits, tmp_path):
             ),
             dataset=digits,
         )
+
+
+def test_training_with_pseudo_init_data_starts_from_training_images(tmp_path, small_digits):
+    from mixvae import train
+
+    run = train(
+        TrainConfig(prior="vampprior", guide="gaussian", hidden=(8,), latent_dim=2, pseudo_inputs=6),
+        pseudo_init="data",
+        epochs=1,
+        lr=1e-9,  # the start, not the training, is under test
+        out=str(tmp_path),
+        dataset=small_digits,
+        progress=False,
+        figures=False,
+    )
+    u = run.model.prior.pseudo_inputs().detach()
+    nearest = torch.cdist(u, small_digits.train_x.clamp(0.01, 0.99)).min(1).values
+    assert nearest.max() < 1e-3

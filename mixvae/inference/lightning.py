@@ -26,6 +26,7 @@ from mixvae.guides import Guide
 from mixvae.inference.checkpoint import save_checkpoint
 from mixvae.inference.objectives import LatentScale, has_discrete_site, make_elbo
 from mixvae.inference.pairs import build, check_names
+from mixvae.inference.warmstart import warm_start
 from mixvae.inference.train import (
     Run,
     _payload,
@@ -118,6 +119,11 @@ def train_lightning(
     run_dir = prepare_run_dir(config)
     pyro.set_rng_seed(config.seed)
     model, guide = build(config, data.data_dim)
+    # Deterministic in the seed, so that every process starts from the same parameters.
+    model.prior.initialise_from_data(data.train_x, torch.Generator().manual_seed(config.seed))
+    if config.init_from is not None:
+        origin = warm_start(model, guide, config.init_from, data.train_x, config=config, seed=config.seed)
+        (run_dir / "init_from.json").write_text(json.dumps(origin, indent=2) + "\n")
     module = SVIModule(model, guide, config, len(data.train_x))
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(data.train_x), batch_size=config.batch_size, shuffle=True

@@ -13,6 +13,7 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from pyro.ops.indexing import Vindex
 
+from mixvae.errors import ConfigError
 from mixvae.nn import mixture_variance, mlp, positive
 from mixvae.registry import Registry
 
@@ -67,6 +68,16 @@ class Prior(PyroModule):
             labels), shape (B,); ``None`` enumerates it.  Priors without one ignore it.
         """
         raise NotImplementedError
+
+    def initialise_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        """Data-dependent initialisation, called once by ``train`` before the first step.
+
+        The default does nothing; the VampPrior with ``pseudo_init="data"``
+        copies training images into its pseudo-inputs.
+
+        :param x: the training data as the encoder sees them, (N, P).
+        :param generator: the random stream to draw from (not the global one).
+        """
 
     def _component_site(
         self, name: str, fn: dist.TorchDistribution, component: torch.Tensor | None
@@ -316,14 +327,26 @@ class VampPrior(Prior):
     :param data_dim: dimension P of the pseudo-inputs.
     :param unit_interval: keep the pseudo-inputs in [0, 1] (sigmoid), as the
         data of a Bernoulli likelihood are.
+    :param pseudo_init: ``"random"``: start from near-constant grey images
+        (sigmoid(-2 + 0.1 eps) ~ 0.12, close to Tomczak & Welling's
+        N(0.05, 0.01)); ``"data"``: :meth:`initialise_from_data` replaces them
+        by K distinct random training images (their ``use_training_data_init``).
     """
 
     story = "z ~ (1/K) sum_k q(z | u_k) with K learned pseudo-inputs u_k (the guide's encoder)"
 
     def __init__(
-        self, encoder: torch.nn.Module, num_pseudo_inputs: int, data_dim: int, unit_interval: bool = True
+        self,
+        encoder: torch.nn.Module,
+        num_pseudo_inputs: int,
+        data_dim: int,
+        unit_interval: bool = True,
+        pseudo_init: str = "random",
     ) -> None:
         super().__init__(encoder.latent_dim)
+        if pseudo_init not in ("random", "data"):
+            raise ConfigError(f"pseudo_init must be 'random' or 'data', got {pseudo_init!r}")
+        self.pseudo_init = pseudo_init
         # Not a submodule: the encoder's parameters belong to the guide, and
         # registering them twice would hand them to the optimiser twice.
         object.__setattr__(self, "_encoder", encoder)
@@ -336,7 +359,26 @@ class VampPrior(Prior):
         from mixvae.models.decoders import LIKELIHOODS
 
         unit = LIKELIHOODS[config.likelihood].unit_interval
-        return cls(guide, config.pseudo_inputs, data_dim, unit)
+        return cls(guide, config.pseudo_inputs, data_dim, unit, config.pseudo_init)
+
+    @torch.no_grad()
+    def initialise_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        if self.pseudo_init != "data":
+            return
+        k, p = self.pseudo_raw.shape
+        if x.ndim != 2 or x.shape[1] != p:
+            raise ConfigError(f"data of shape {tuple(x.shape)} cannot initialise {k} pseudo-inputs of size {p}")
+        if len(x) < k:
+            raise ConfigError(
+                f"--pseudo-init data needs at least {k} training points, got {len(x)}; "
+                "use fewer --pseudo-inputs or --pseudo-init random"
+            )
+        pick = torch.randperm(len(x), generator=generator, device=generator.device)[:k]
+        u = x[pick].to(self.pseudo_raw)
+        if self.unit_interval:
+            # logit of images clipped to [0.01, 0.99]: exact 0/1 pixels would need infinite raw values
+            u = torch.logit(u.clamp(0.01, 0.99))
+        self.pseudo_raw.copy_(u)
 
     def pseudo_inputs(self) -> torch.Tensor:
         """The K pseudo-inputs, shape (K, P)."""
