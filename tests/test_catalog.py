@@ -68,9 +68,13 @@ def test_diag_normal_mixture_normalises_weights_and_checks_shapes():
 
 
 def test_vampprior_data_init_copies_distinct_training_images():
-    config = TrainConfig(prior="vampprior", guide="gaussian", hidden=(8,), pseudo_inputs=5, pseudo_init="data")
+    config = TrainConfig(
+        prior="vampprior", guide="gaussian", hidden=(8,), pseudo_inputs=5, pseudo_init="data"
+    )
     model, _ = build(config, 4)
-    x = torch.tensor([[0.0, 0.5, 1.0, 0.2]]) + torch.arange(12.0)[:, None] / 100  # 12 distinct rows in [0, 1.11]
+    x = (
+        torch.tensor([[0.0, 0.5, 1.0, 0.2]]) + torch.arange(12.0)[:, None] / 100
+    )  # 12 distinct rows in [0, 1.11]
     x = x.clamp(max=1.0)
     model.prior.initialise_from_data(x, torch.Generator().manual_seed(3))
     u = model.prior.pseudo_inputs().detach()

@@ -167,3 +167,47 @@ def test_cli_devices_two_processes(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 2 and "needs an explicit --out" in proc.stderr
+
+
+def test_lightning_path_applies_data_and_warm_starts(small_digits, tmp_path):
+    """--devices runs start like single-process ones: data-initialised pseudo-inputs, --init-from."""
+    from mixvae import train
+
+    common = dict(hidden=(16,), latent_dim=2, components=10, epochs=1, lr=1e-9, batch_size=64)
+    vamp = train_lightning(
+        TrainConfig(
+            prior="vampprior",
+            guide="gaussian",
+            pseudo_inputs=5,
+            pseudo_init="data",
+            out=str(tmp_path / "v"),
+            **common,
+        ),
+        devices=1,
+        strategy="auto",
+        dataset=small_digits,
+        max_steps=1,
+        progress=False,
+    )
+    u = vamp.model.prior.pseudo_inputs().detach()
+    assert torch.cdist(u, small_digits.train_x.clamp(0.01, 0.99)).min(1).values.max() < 1e-3
+    source = train(
+        TrainConfig(prior="standard", guide="gaussian", out=str(tmp_path / "s"), **common),
+        dataset=small_digits,
+        progress=False,
+        figures=False,
+    )
+    warm = train_lightning(
+        TrainConfig(
+            prior="gmm", guide="gaussian", init_from=str(tmp_path / "s"), out=str(tmp_path / "w"), **common
+        ),
+        devices=1,
+        strategy="auto",
+        dataset=small_digits,
+        max_steps=1,
+        progress=False,
+    )
+    assert (tmp_path / "w" / "init_from.json").is_file()
+    w = warm.guide.state_dict()
+    for name, value in source.guide.state_dict().items():
+        assert torch.allclose(w[name], value, atol=1e-6), name  # copied, then one step of lr 1e-9

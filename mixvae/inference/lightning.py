@@ -26,7 +26,6 @@ from mixvae.guides import Guide
 from mixvae.inference.checkpoint import save_checkpoint
 from mixvae.inference.objectives import LatentScale, has_discrete_site, make_elbo
 from mixvae.inference.pairs import build, check_names
-from mixvae.inference.warmstart import warm_start
 from mixvae.inference.train import (
     Run,
     _payload,
@@ -35,6 +34,7 @@ from mixvae.inference.train import (
     prepare_run_dir,
     summarize,
 )
+from mixvae.inference.warmstart import warm_start
 from mixvae.models import VAE
 
 try:  # optional: pip install 'mixvae[lightning]'
@@ -121,9 +121,9 @@ def train_lightning(
     model, guide = build(config, data.data_dim)
     # Deterministic in the seed, so that every process starts from the same parameters.
     model.prior.initialise_from_data(data.train_x, torch.Generator().manual_seed(config.seed))
+    origin = None
     if config.init_from is not None:
         origin = warm_start(model, guide, config.init_from, data.train_x, config=config, seed=config.seed)
-        (run_dir / "init_from.json").write_text(json.dumps(origin, indent=2) + "\n")
     module = SVIModule(model, guide, config, len(data.train_x))
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(data.train_x), batch_size=config.batch_size, shuffle=True
@@ -146,6 +146,8 @@ def train_lightning(
     run = Run(module.model, module.guide, config, run_dir, epoch=int(trainer.current_epoch))
     if trainer.global_rank == 0:
         (run_dir / "config.json").write_text(config.to_json() + "\n")
+        if origin is not None:
+            (run_dir / "init_from.json").write_text(json.dumps(origin, indent=2) + "\n")
         optimizer = trainer.optimizers[0] if trainer.optimizers else torch.optim.Adam(module.parameters())
         pos = _Position(epoch=run.epoch, step=int(trainer.global_step))
         gen = torch.Generator().manual_seed(config.seed)

@@ -367,7 +367,9 @@ class VampPrior(Prior):
             return
         k, p = self.pseudo_raw.shape
         if x.ndim != 2 or x.shape[1] != p:
-            raise ConfigError(f"data of shape {tuple(x.shape)} cannot initialise {k} pseudo-inputs of size {p}")
+            raise ConfigError(
+                f"data of shape {tuple(x.shape)} cannot initialise {k} pseudo-inputs of size {p}"
+            )
         if len(x) < k:
             raise ConfigError(
                 f"--pseudo-init data needs at least {k} training points, got {len(x)}; "
