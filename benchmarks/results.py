@@ -103,7 +103,8 @@ def run_one(
     """Train (or continue) one seed of one setup and evaluate it; returns evaluation + summary.
 
     A run folder is reused only when its ``config.json`` and evaluation settings
-    are the ones asked for; a half-trained run is resumed; a run stopped by
+    are the ones asked for; a half-trained run is resumed, and so is a finished
+    one asked for more epochs (then evaluated again); a run stopped by
     SIGINT/SIGTERM ends the script (exit 130/143) instead of being evaluated.
     """
     run_dir = out / setup.slug / f"seed{seed}"
@@ -112,15 +113,22 @@ def run_one(
     }
     config = TrainConfig(**{**common, **settings, "seed": seed, "out": str(run_dir)})
     wanted_eval = {"iw_samples": eval_args["iw_samples"], "num_points": len(data.test_x)}
+    longer = False  # a finished run asked to train for more epochs: continue it
     if (run_dir / "config.json").exists():
         stored = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-        if dataclasses.replace(stored, overwrite=config.overwrite, dataset=config.dataset) != config:
+        same = dataclasses.replace(stored, overwrite=config.overwrite, dataset=config.dataset)
+        longer = stored.epochs < config.epochs and dataclasses.replace(same, epochs=config.epochs) == config
+        if same != config and not longer:
             raise SystemExit(
                 f"{run_dir} holds a run with other settings; use another --out or delete that folder"
             )
     if config.init_from is not None and (run_dir / "init_from.json").exists():
         _check_warm_start_source(run_dir, Path(config.init_from))
     done = run_dir / "evaluation.json"
+    if longer and not report_only:
+        # the evaluation and summary are of the shorter run; resume() trains up to config.epochs
+        done.unlink(missing_ok=True)
+        (run_dir / "summary.json").unlink(missing_ok=True)
     if done.exists() and {k: json.loads(done.read_text())[k] for k in wanted_eval} != wanted_eval:
         done.unlink()  # evaluated with other settings: evaluate again
     if not done.exists() and report_only:
@@ -128,7 +136,9 @@ def run_one(
     if not done.exists():
         if not (run_dir / "summary.json").exists():
             if (run_dir / "checkpoint.pt").exists():
-                run = mixvae.inference.resume(run_dir, dataset=data, progress=False, figures=False)
+                run = mixvae.inference.resume(
+                    run_dir, epochs=config.epochs, dataset=data, progress=False, figures=False
+                )
             else:
                 run = mixvae.train(config, dataset=data, progress=False, figures=False, overwrite=True)
             if run.interrupted:
@@ -350,8 +360,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--warm-epochs",
         type=int,
-        default=100,
-        help="epochs of the warm-started rows (after the --epochs of the run they start from)",
+        default=None,
+        help="epochs of the warm-started rows (after the --epochs of the run they start from; "
+        "default 100, 2 with --smoke)",
     )
     parser.add_argument("--hidden", default="512,512", help="hidden layers of encoders and decoders")
     parser.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up of every run")
@@ -374,8 +385,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.command = ["python", "benchmarks/results.py", *(sys.argv[1:] if argv is None else argv)]
     if args.smoke:
         args.seeds, args.epochs, args.likelihood_epochs, args.hidden = 2, 2, 2, "32"
-        args.warm_epochs = 2
+        args.warm_epochs = 2 if args.warm_epochs is None else args.warm_epochs
         args.iw_samples, args.cluster_iw_samples = 20, 10
+    if args.warm_epochs is None:
+        args.warm_epochs = 100
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     args.seed_list = list(range(args.seeds))

@@ -80,3 +80,12 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "results.md").read_text() == text
+    # a longer budget continues the finished warm-start runs instead of refusing or retraining them
+    longer = subprocess.run([*cmd, "--warm-epochs", "3"], capture_output=True, text=True, timeout=300)
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    for seed in (0, 1):
+        warm = out / "clustering" / "gmm-full-x-gaussian-warm-start" / f"seed{seed}"
+        epochs = [json.loads(line)["epoch"] for line in (warm / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == [1, 2, 3]
+        assert json.loads((warm / "evaluation.json").read_text())["epoch"] == 3
+    assert "| 2 + 3 |" in (out / "results.md").read_text()

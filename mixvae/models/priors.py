@@ -75,7 +75,7 @@ class Prior(PyroModule):
         The default does nothing; the VampPrior with ``pseudo_init="data"``
         copies training images into its pseudo-inputs.
 
-        :param x: the training data as the encoder sees them, (N, P).
+        :param x: the training data, (N, P), as loaded (grey levels, before any binarisation).
         :param generator: the random stream to draw from (not the global one).
         """
 
