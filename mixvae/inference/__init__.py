@@ -12,12 +12,13 @@ from mixvae.inference.evaluation import (
 )
 from mixvae.inference.objectives import LatentScale, evaluate_elbo, make_elbo
 from mixvae.inference.pairs import build, check_pair, compatible_guides, compatible_priors
-from mixvae.inference.train import Run, load_run, resume, summarize, train
+from mixvae.inference.train import Run, adam, load_run, resume, summarize, train
 
 __all__ = [
     "LatentScale",
     "Run",
     "active_units",
+    "adam",
     "build",
     "check_pair",
     "cluster_assignments",

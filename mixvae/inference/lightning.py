@@ -30,6 +30,7 @@ from mixvae.inference.train import (
     Run,
     _payload,
     _Position,
+    adam,
     check_data,
     prepare_run_dir,
     summarize,
@@ -80,7 +81,7 @@ class SVIModule(_Base):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
+        return adam(self.parameters(), lr=self.config.lr)
 
 
 def train_lightning(
@@ -148,7 +149,7 @@ def train_lightning(
         (run_dir / "config.json").write_text(config.to_json() + "\n")
         if origin is not None:
             (run_dir / "init_from.json").write_text(json.dumps(origin, indent=2) + "\n")
-        optimizer = trainer.optimizers[0] if trainer.optimizers else torch.optim.Adam(module.parameters())
+        optimizer = trainer.optimizers[0] if trainer.optimizers else adam(module.parameters(), config.lr)
         pos = _Position(epoch=run.epoch, step=int(trainer.global_step))
         gen = torch.Generator().manual_seed(config.seed)
         save_checkpoint(run_dir / "checkpoint.pt", _payload(run, optimizer, data.data_dim, pos, gen))
