@@ -6,10 +6,13 @@ same objective and the same data order are trained two ways, epochs
 interleaved: mixvae's own loop (``mixvae.train`` / ``mixvae.inference.resume``,
 ``TraceEnum_ELBO``) and a hand-written PyTorch loop (analytic KL for the
 Gaussian pair, an exact log-sum-exp over components for the mixture prior, an
-exact sum over y for the categorical guide).  After a warm-up epoch it prints
-the median epoch time of each (the optimisation steps only) and their ratio,
-and checks that both reach the same training loss within 1%, so that the
-comparison is of equal work.  It then measures evaluation throughput
+exact sum over y for the categorical guide), with the same optimiser
+(``mixvae.inference.adam``: torch's fused Adam).  After a warm-up epoch it
+prints the median epoch time of each (the optimisation steps only) and their
+ratio, and checks that both reach the same training loss within 1%, so that
+the comparison is of equal work.  A third column times the reference with
+torch's default Adam, as plain scripts usually run: what a user of such a
+script would see, not the measure of Pyro's overhead.  It then measures evaluation throughput
 (importance-weighted log-likelihood), the peak resident memory of a 10-epoch
 training run, and epoch time against the number of components K.
 
@@ -181,29 +184,46 @@ def compare_pair(prior: str, guide: str, data: Dataset, epochs: int, workdir: Pa
     torch.manual_seed(0)
     init_model, init_guide = build(config, data.data_dim)  # the same initial weights as the run
     ref.load_from(init_model, init_guide)
-    opt = adam(ref.parameters(), lr=config.lr)  # the optimiser of mixvae's loop: equal work
-    gen = torch.Generator().manual_seed(config.seed)  # the same data order as mixvae's loop
+    # A second reference as plain-PyTorch scripts are usually written: torch's default
+    # (per-tensor loop) Adam. The ratio is judged against the first, which uses mixvae's
+    # optimiser (`mixvae.inference.adam`, fused): equal work down to the update.
+    usual = Reference(prior, guide, data.data_dim, 10, k, hidden)
+    usual.load_from(init_model, init_guide)
+    refs = {
+        "plain": (ref, adam(ref.parameters(), lr=config.lr)),
+        "plain_default_adam": (usual, torch.optim.Adam(usual.parameters(), lr=config.lr)),
+    }
+    # the same data order as mixvae's loop, for each reference
+    gens = {name: torch.Generator().manual_seed(config.seed) for name in refs}
     torch.set_flush_denormal(True)
-    ref_times, ref_losses = [], []
-    t, loss = reference_epoch(ref, opt, data.train_x, gen, config.batch_size)  # warm-up epoch
+    times: dict[str, list[float]] = {name: [] for name in refs}
+    losses: dict[str, float] = {}
+    for name, (r, opt) in refs.items():
+        reference_epoch(r, opt, data.train_x, gens[name], config.batch_size)  # warm-up epoch
     for e in range(2, epochs + 2):
         run = resume(run.run_dir, epochs=e, dataset=data, progress=False, figures=False)
-        t, loss = reference_epoch(ref, opt, data.train_x, gen, config.batch_size)
-        ref_times.append(t)
-        ref_losses.append(loss)
+        for name, (r, opt) in refs.items():
+            t, losses[name] = reference_epoch(r, opt, data.train_x, gens[name], config.batch_size)
+            times[name].append(t)
     torch.set_flush_denormal(False)
     metrics = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()][1:]
     ours = statistics.median(m["train_seconds"] for m in metrics)
-    plain = statistics.median(ref_times)
-    ours_loss, plain_loss = metrics[-1]["train_loss"], ref_losses[-1]
+    ours_loss = metrics[-1]["train_loss"]
+    plain, usual_s = statistics.median(times["plain"]), statistics.median(times["plain_default_adam"])
     return {
         "pair": f"{prior} x {guide}",
         "mixvae_s": ours,
         "plain_s": plain,
         "ratio": ours / plain,
         "mixvae_loss": ours_loss,
-        "plain_loss": plain_loss,
-        "same_loss": abs(ours_loss - plain_loss) / abs(plain_loss) < 0.01,
+        "plain_loss": losses["plain"],
+        "same_loss": abs(ours_loss - losses["plain"]) / abs(losses["plain"]) < 0.01,
+        "plain_default_adam_s": usual_s,
+        "ratio_vs_default_adam": ours / usual_s,
+        "plain_default_adam_loss": losses["plain_default_adam"],
+        "same_loss_default_adam": abs(ours_loss - losses["plain_default_adam"])
+        / abs(losses["plain_default_adam"])
+        < 0.01,
     }
 
 
@@ -321,14 +341,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "pairs" not in args.skip:
-            print(f"{'pair':<22} {'mixvae s/epoch':>14} {'plain s/epoch':>14} {'ratio':>6}  same loss (<1%)")
+            print(
+                f"{'pair':<22} {'mixvae s/epoch':>14} {'plain s/epoch':>14} {'ratio':>6}  same loss (<1%)"
+                f"   | plain, torch's default Adam: s/epoch, ratio, same loss"
+            )
             results["pairs"] = []
             for prior, guide in PAIRS:
                 r = compare_pair(prior, guide, data, args.epochs, work, hidden, 10)
                 results["pairs"].append(r)
                 print(
                     f"{r['pair']:<22} {r['mixvae_s']:>14.3f} {r['plain_s']:>14.3f} {r['ratio']:>6.2f}  "
-                    f"{r['same_loss']} ({r['mixvae_loss']:.2f} vs {r['plain_loss']:.2f})",
+                    f"{r['same_loss']} ({r['mixvae_loss']:.2f} vs {r['plain_loss']:.2f})   | "
+                    f"{r['plain_default_adam_s']:.3f}, {r['ratio_vs_default_adam']:.2f}, "
+                    f"{r['same_loss_default_adam']} ({r['plain_default_adam_loss']:.2f})",
                     flush=True,
                 )
         if "eval" not in args.skip:

@@ -37,6 +37,8 @@ def test_speed_benchmark_smoke(tmp_path):
     for row in result["pairs"]:
         # equal work: the plain reference and mixvae reach the same loss
         assert row["same_loss"], row
+        assert row["same_loss_default_adam"], row
+        assert row["plain_default_adam_s"] > 0
         assert row["mixvae_s"] > 0 and row["plain_s"] > 0
     assert abs(result["eval"]["mixvae_ll"] - result["eval"]["plain_ll"]) < 1.0
     assert 0 < result["memory"]["peak_rss_mb"] < 4000
