@@ -45,7 +45,7 @@ from torch import nn
 
 from mixvae import TrainConfig, build, load_dataset
 from mixvae.data import Dataset
-from mixvae.inference import resume, train
+from mixvae.inference import load_checkpoint, resume, train
 from mixvae.inference.likelihood import log_likelihood
 from mixvae.inference.train import adam
 from mixvae.nn import positive
@@ -181,8 +181,13 @@ def compare_pair(prior: str, guide: str, data: Dataset, epochs: int, workdir: Pa
     )
     run = train(config, dataset=data, progress=False, figures=False)  # warm-up epoch
     ref = Reference(prior, guide, data.data_dim, 10, k, hidden)
-    torch.manual_seed(0)
+    torch.manual_seed(config.seed)
     init_model, init_guide = build(config, data.data_dim)  # the same initial weights as the run
+    # The random state mixvae's first step drew from (train() seeds, then builds). Each
+    # reference epoch starts from the state mixvae's epoch started from, so the loops draw
+    # the same noise wherever they sample the same way (z ~ q(z|x) by loc + scale * eps):
+    # their losses then differ by float rounding, not by Monte Carlo noise.
+    epoch_state = torch.get_rng_state()
     ref.load_from(init_model, init_guide)
     # A second reference as plain-PyTorch scripts are usually written: torch's default
     # (per-tensor loop) Adam. The ratio is judged against the first, which uses mixvae's
@@ -199,10 +204,14 @@ def compare_pair(prior: str, guide: str, data: Dataset, epochs: int, workdir: Pa
     times: dict[str, list[float]] = {name: [] for name in refs}
     losses: dict[str, float] = {}
     for name, (r, opt) in refs.items():
+        torch.set_rng_state(epoch_state)
         reference_epoch(r, opt, data.train_x, gens[name], config.batch_size)  # warm-up epoch
     for e in range(2, epochs + 2):
+        # resume() continues from the random state saved at the end of the last epoch
+        epoch_state = load_checkpoint(run.run_dir / "checkpoint.pt")["rng"]["torch"]
         run = resume(run.run_dir, epochs=e, dataset=data, progress=False, figures=False)
         for name, (r, opt) in refs.items():
+            torch.set_rng_state(epoch_state)
             t, losses[name] = reference_epoch(r, opt, data.train_x, gens[name], config.batch_size)
             times[name].append(t)
     torch.set_flush_denormal(False)
