@@ -37,7 +37,7 @@ class TrainConfig:
     pseudo_inputs: int = _opt(500, "number K of learned pseudo-inputs of the vampprior")
     pseudo_init: str = _opt(
         "random",
-        "initial vampprior pseudo-inputs: random (near-constant grey images, as Tomczak & Welling) "
+        "initial vampprior pseudo-inputs: random (near-constant images, like Tomczak & Welling's default) "
         "| data (K distinct random training images)",
         choices=("random", "data"),
     )
@@ -119,12 +119,12 @@ class TrainConfig:
             raise ConfigError(f"--clip-grad must be positive, got {self.clip_grad!r}")
         if self.warmup_epochs < 0:
             raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs!r}")
-        if self.binarize not in ("none", "dynamic"):
-            raise ConfigError(f"--binarize must be 'none' or 'dynamic', got {self.binarize!r}")
-        if self.pseudo_init not in ("random", "data"):
-            raise ConfigError(f"--pseudo-init must be 'random' or 'data', got {self.pseudo_init!r}")
-        if self.kl not in ("analytic", "mc"):
-            raise ConfigError(f"--kl must be 'analytic' or 'mc', got {self.kl!r}")
+        for f in dataclasses.fields(self):  # the fields declared with choices
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(self, f.name) not in choices:
+                flag = "--" + f.name.replace("_", "-")
+                allowed = " or ".join(map(repr, choices))
+                raise ConfigError(f"{flag} must be {allowed}, got {getattr(self, f.name)!r}")
         if self.binarize == "dynamic" and self.likelihood != "bernoulli":
             raise ConfigError("--binarize dynamic needs --likelihood bernoulli")
 

@@ -153,3 +153,17 @@ def test_adam_is_fused_where_it_can_be_and_makes_the_same_update():
     # a device the fused kernel does not cover gets the default implementation
     meta = torch.nn.Parameter(torch.empty(3, device="meta"))
     assert not adam([meta], 1e-2).param_groups[0]["fused"]
+
+
+@pytest.mark.parametrize(
+    "field,flag,message",
+    [
+        ("binarize", "--binarize", "'none' or 'dynamic'"),
+        ("kl", "--kl", "'analytic' or 'mc'"),
+        ("pseudo_init", "--pseudo-init", "'random' or 'data'"),
+    ],
+)
+def test_fields_with_choices_refuse_other_values(field, flag, message):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**{field: "bogus"}).validate()
+    assert str(err.value) == f"{flag} must be {message}, got 'bogus'"

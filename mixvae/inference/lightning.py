@@ -32,6 +32,7 @@ from mixvae.inference.train import (
     _Position,
     adam,
     check_data,
+    evaluation_data,
     prepare_run_dir,
     summarize,
 )
@@ -120,11 +121,12 @@ def train_lightning(
     run_dir = prepare_run_dir(config)
     pyro.set_rng_seed(config.seed)
     model, guide = build(config, data.data_dim)
-    # Deterministic in the seed, so that every process starts from the same parameters.
+    # As in train(), and deterministic in the seed: every process starts from the same parameters.
     model.prior.initialise_from_data(data.train_x, torch.Generator().manual_seed(config.seed))
     origin = None
     if config.init_from is not None:
-        origin = warm_start(model, guide, config.init_from, data.train_x, config=config, seed=config.seed)
+        codes_x = evaluation_data(data.train_x, config)
+        origin = warm_start(model, guide, config.init_from, codes_x, config=config, seed=config.seed)
     module = SVIModule(model, guide, config, len(data.train_x))
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(data.train_x), batch_size=config.batch_size, shuffle=True

@@ -305,8 +305,7 @@ def train(
     model, guide = build(config, data.data_dim)
     run = Run(model.to(device), guide.to(device), config, run_dir)
     # Its own generator: priors without a data-dependent start leave every stream untouched.
-    init_gen = torch.Generator(device=device).manual_seed(config.seed)
-    model.prior.initialise_from_data(data.train_x.to(device), init_gen)
+    model.prior.initialise_from_data(data.train_x, torch.Generator().manual_seed(config.seed))
     if config.init_from is not None:
         codes_x = evaluation_data(data.train_x.to(device), config)
         origin = warm_start(model, guide, config.init_from, codes_x, config=config, seed=config.seed)

@@ -328,9 +328,10 @@ class VampPrior(Prior):
     :param unit_interval: keep the pseudo-inputs in [0, 1] (sigmoid), as the
         data of a Bernoulli likelihood are.
     :param pseudo_init: ``"random"``: start from near-constant grey images
-        (sigmoid(-2 + 0.1 eps) ~ 0.12, close to Tomczak & Welling's
-        N(0.05, 0.01)); ``"data"``: :meth:`initialise_from_data` replaces them
-        by K distinct random training images (their ``use_training_data_init``).
+        (sigmoid(-2 + 0.1 eps) ~ 0.12; Tomczak & Welling's code starts from
+        near-constant images too, N(mean, 0.01) through a hardtanh);
+        ``"data"``: :meth:`initialise_from_data` replaces them by K distinct
+        random training images (their ``use_training_data_init``).
     """
 
     story = "z ~ (1/K) sum_k q(z | u_k) with K learned pseudo-inputs u_k (the guide's encoder)"
@@ -376,7 +377,7 @@ class VampPrior(Prior):
                 "use fewer --pseudo-inputs or --pseudo-init random"
             )
         pick = torch.randperm(len(x), generator=generator, device=generator.device)[:k]
-        u = x[pick].to(self.pseudo_raw)
+        u = x[pick.to(x.device)].to(self.pseudo_raw)
         if self.unit_interval:
             # logit of images clipped to [0.01, 0.99]: exact 0/1 pixels would need infinite raw values
             u = torch.logit(u.clamp(0.01, 0.99))
