@@ -126,8 +126,8 @@ def _list() -> None:
         print(f"  {name:<14} {(loader.__doc__ or '').strip().splitlines()[0]}")
 
 
-#: flags that may change when a run is resumed
-RESUMABLE = {"epochs", "device"}
+#: flags that may change when a run is resumed: how long, where it runs, where its data live
+RESUMABLE = {"epochs", "device", "data_dir", "download"}
 #: exit status after SIGINT / SIGTERM, as a shell reports a process killed by them
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -141,7 +141,8 @@ def _train(args: argparse.Namespace) -> int:
         if fixed:
             flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
             raise ConfigError(
-                f"--resume continues the stored configuration; only --epochs and --device may change "
+                "--resume continues the stored configuration; only --epochs, --device, --data-dir and "
+                f"--[no-]download may change "
                 f"(drop {flags}, or start a new run with --out)"
             )
         run = resume(args.resume, progress=not args.quiet, **given)

@@ -145,9 +145,31 @@ def test_sigterm_on_the_command_line_then_resume(tmp_path):
 def test_resume_refuses_changed_settings_and_fewer_epochs(small_digits, tmp_path, capsys):
     train(_config(tmp_path, epochs=2), dataset=small_digits, progress=False, figures=False)
     assert main(["train", "--resume", str(tmp_path), "--lr", "0.1"]) == 2
-    assert "only --epochs and --device may change (drop --lr" in capsys.readouterr().err
+    assert "only --epochs, --device, --data-dir and --[no-]download may change (drop --lr" in (
+        capsys.readouterr().err
+    )
     with pytest.raises(ConfigError, match="already trained 2 epochs"):
         resume(tmp_path, epochs=1, dataset=small_digits)
+
+
+def test_resume_from_moved_data_files(mnist_dir, tmp_path):
+    """Where the data files are is not a setting of the run: --resume may name a new folder."""
+    first = tmp_path / "first"
+    first.mkdir()
+    for f in mnist_dir.glob("*-ubyte.gz"):
+        (first / f.name).symlink_to(f)
+    run = tmp_path / "run"
+    flags = ["--dataset", "mnist", "--no-download", "--hidden", "16", "--latent-dim", "2"]
+    args = ["train", *flags, "--prior", "standard", "--guide", "gaussian", "--epochs", "1", "--quiet"]
+    assert main([*args, "--data-dir", str(first), "--out", str(run)]) == 0
+    for f in first.iterdir():
+        f.unlink()
+    first.rmdir()
+    with pytest.raises(DataError, match="does not exist"):
+        resume(run, epochs=2, progress=False, figures=False)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--data-dir", str(mnist_dir), "--quiet"]) == 0
+    assert load_run(run).epoch == 2
+    assert json.loads((run / "config.json").read_text())["data_dir"] == str(mnist_dir)
 
 
 def test_resume_with_data_of_another_dimension(small_digits, tmp_path):

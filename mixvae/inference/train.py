@@ -323,11 +323,19 @@ def resume(
     epochs: int | None = None,
     dataset: Dataset | None = None,
     device: str | None = None,
+    data_dir: str | None = None,
+    download: bool | None = None,
     progress: bool = True,
     figures: bool = True,
     after_step: Callable[[int], None] | None = None,
 ) -> Run:
     """Continue a run from its ``checkpoint.pt`` up to ``epochs`` epochs in total.
+
+    ``device``, ``data_dir`` and ``download`` may differ from the stored
+    configuration (where the run computes and where its data files are, e.g.
+    after moving them, or for a run trained on a :class:`Dataset` passed in
+    Python, whose configuration names no folder); everything else is the
+    stored run's.
 
     The configuration, the optimiser state, every random state and the
     position inside the epoch come from the checkpoint, so an interrupted and
@@ -340,6 +348,10 @@ def resume(
     config.epochs = epochs if epochs is not None else config.epochs
     if device is not None:
         config.device = device
+    if data_dir is not None:
+        config.data_dir = data_dir
+    if download is not None:
+        config.download = download
     config.out, config.overwrite = str(run_dir), False
     config.validate()
     done = int(payload["epoch"])
