@@ -167,7 +167,9 @@ def test_resume_from_moved_data_files(mnist_dir, tmp_path):
     first.rmdir()
     with pytest.raises(DataError, match="does not exist"):
         resume(run, epochs=2, progress=False, figures=False)
-    assert main(["train", "--resume", str(run), "--epochs", "2", "--data-dir", str(mnist_dir), "--quiet"]) == 0
+    assert (
+        main(["train", "--resume", str(run), "--epochs", "2", "--data-dir", str(mnist_dir), "--quiet"]) == 0
+    )
     assert load_run(run).epoch == 2
     assert json.loads((run / "config.json").read_text())["data_dir"] == str(mnist_dir)
 
