@@ -74,6 +74,13 @@ class TrainConfig:
         "TraceMeanField_ELBO) | mc (Monte Carlo, TraceEnum_ELBO)",
         choices=("analytic", "mc"),
     )
+    objective: str = _opt(
+        "auto",
+        "how the training loss is computed: auto (the built-in pairs compute Pyro's ELBO estimator "
+        "directly from their distributions, without tracing; other pairs use Pyro) | pyro (always "
+        "TraceEnum_ELBO / TraceMeanField_ELBO)",
+        choices=("auto", "pyro"),
+    )
     clip_grad: float | None = _opt(None, "clip the gradient norm to this value (default: no clipping)")
     seed: int = _opt(0, "random seed")
     checkpoint_every: int = _opt(10, "write checkpoint.pt every N epochs (and at the end)")

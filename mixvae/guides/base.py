@@ -76,6 +76,14 @@ class Guide(PyroModule):
         """Logits of q(y | x), shape (B, K); only for guides that provide ``y``."""
         raise NotImplementedError(f"guide {self.name!r} does not provide a discrete site")
 
+    def enumerated_q(self, x: torch.Tensor) -> tuple[torch.Tensor, dist.TorchDistribution]:
+        """For every value of the guide's ``y`` at once: ``log q(y | x)`` of shape (K, B) and
+        ``q(z | x, y)`` with batch shape (K, B), as the guide's sites give them when Pyro
+        enumerates ``y``; only for guides that provide ``y``.  Optional: it lets the trainer
+        compute the ELBO without Pyro's tracing (:func:`~mixvae.inference.objectives.direct_loss`).
+        """
+        raise NotImplementedError(f"guide {self.name!r} does not enumerate a discrete site itself")
+
     def sample_latents(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Declare the guide's sample sites (inside the data plate); return z.
 

@@ -93,6 +93,12 @@ class CategoricalGuide(Guide):
         loc, scale = self._z_params(h, self.y_embed(y))  # (K, B, D) or (B, D)
         return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
+    def enumerated_q(self, x: torch.Tensor) -> tuple[torch.Tensor, dist.TorchDistribution]:
+        h = self.body(x)  # (B, H)
+        y = torch.arange(self.num_components, device=x.device).unsqueeze(-1)  # (K, 1), as Pyro enumerates
+        loc, scale = self._z_params(h, self.y_embed(y))  # (K, B, D)
+        return self.y_head(h).log_softmax(-1).T, dist.Normal(loc, scale).to_event(1)
+
     def q_z(self, x: torch.Tensor) -> dist.TorchDistribution:
         """The marginal sum_y q(y|x) q(z|x,y), a K-component mixture."""
         h = self.body(x)

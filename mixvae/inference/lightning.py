@@ -24,7 +24,13 @@ from mixvae.data import Dataset, load_dataset
 from mixvae.errors import ConfigError
 from mixvae.guides import Guide
 from mixvae.inference.checkpoint import save_checkpoint
-from mixvae.inference.objectives import LatentScale, has_discrete_site, make_elbo
+from mixvae.inference.objectives import (
+    LatentScale,
+    direct_elbo_applies,
+    direct_loss,
+    has_discrete_site,
+    make_elbo,
+)
 from mixvae.inference.pairs import build, check_names
 from mixvae.inference.train import (
     Run,
@@ -68,6 +74,7 @@ class SVIModule(_Base):
         self.config, self.num_data = config, num_data
         self.elbo = make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=config.kl == "analytic")
         self.warmup = LatentScale()
+        self.direct = config.objective == "auto" and direct_elbo_applies(model, guide)
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         (x,) = batch
@@ -75,9 +82,15 @@ class SVIModule(_Base):
         steps = c.warmup_epochs * math.ceil(self.num_data / (c.batch_size * self.trainer.world_size))
         self.warmup.beta = min(1.0, (self.global_step + 1) / steps) if steps else 1.0
         with pyro.validation_enabled(False):
-            loss = self.elbo.differentiable_loss(
-                self.warmup(self.model), self.warmup(self.guide), x, self.num_data
-            )
+            if self.direct:  # the same estimator without Pyro's tracing (see train())
+                analytic_kl = c.kl == "analytic"
+                loss = direct_loss(
+                    self.model, self.guide, x, self.num_data, beta=self.warmup.beta, analytic_kl=analytic_kl
+                )
+            else:
+                loss = self.elbo.differentiable_loss(
+                    self.warmup(self.model), self.warmup(self.guide), x, self.num_data
+                )
         self.log("train_loss", loss.detach() / self.num_data, on_epoch=True, on_step=False, sync_dist=True)
         return loss
 

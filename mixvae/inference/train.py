@@ -29,7 +29,14 @@ from mixvae.errors import CheckpointError, ConfigError, DataError, TrainingDiver
 from mixvae.guides import Guide
 from mixvae.inference.checkpoint import load_checkpoint, save_checkpoint
 from mixvae.inference.clustering import cluster_assignments, clustering_scores
-from mixvae.inference.objectives import LatentScale, evaluate_elbo, has_discrete_site, make_elbo
+from mixvae.inference.objectives import (
+    LatentScale,
+    direct_elbo_applies,
+    direct_loss,
+    evaluate_elbo,
+    has_discrete_site,
+    make_elbo,
+)
 from mixvae.inference.pairs import build, check_names
 from mixvae.inference.posthoc import PosthocGMM, fit_posthoc_gmm
 from mixvae.inference.warmstart import warm_start
@@ -500,6 +507,8 @@ def _fit(
     warmup = LatentScale()
     analytic_kl = config.kl == "analytic"
     elbo = make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=analytic_kl)
+    # The same estimator without Pyro's per-step tracing, for the pairs it is known to equal.
+    direct = config.objective == "auto" and direct_elbo_applies(model, guide)
     if split.labelled.numel():
         labelled_x = data.train_x[split.labelled].to(device)
         labelled_y = data.train_y[split.labelled].to(device)
@@ -540,7 +549,12 @@ def _fit(
                     # and costs about 5% per step after that.
                     try:
                         with pyro.validation_enabled(pos.step == 0):
-                            loss = elbo.differentiable_loss(warmup(model), warmup(guide), xb, n)
+                            if direct:
+                                loss = direct_loss(
+                                    model, guide, xb, n, beta=warmup.beta, analytic_kl=analytic_kl
+                                )
+                            else:
+                                loss = elbo.differentiable_loss(warmup(model), warmup(guide), xb, n)
                             if split.labelled.numel():
                                 loss = loss + _labelled_loss(
                                     run, labelled_elbo, warmup, labelled_x, labelled_y, labelled_bs, gen

@@ -43,6 +43,12 @@ class Prior(PyroModule):
     #: one-line generative story, shown by ``mixvae list``
     story: str = ""
     name: str = ""
+    #: whether ``forward`` declares only ``z ~ marginal()``, or ``y ~ y_dist()`` then
+    #: ``z ~ z_dist(y)`` (a Gaussian mixture), so that the trainer may compute the ELBO
+    #: from these distributions without Pyro's tracing
+    #: (:func:`~mixvae.inference.objectives.direct_loss`); a subclass that declares
+    #: other sites must leave it ``False``
+    direct_elbo: bool = False
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -123,6 +129,7 @@ class StandardPrior(Prior):
     """
 
     story = "z ~ N(0, I)"
+    direct_elbo = True
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__(latent_dim)
@@ -159,6 +166,7 @@ class GMMPrior(Prior):
     enumerated_sites = ("y",)
     discrete_site = "y"
     story = "y ~ Cat(pi), z | y ~ N(mu_y, diag sigma_y^2)"
+    direct_elbo = True
 
     def __init__(self, latent_dim: int, num_components: int, init_spread: float = 1.0) -> None:
         super().__init__(latent_dim)
@@ -335,6 +343,7 @@ class VampPrior(Prior):
     """
 
     story = "z ~ (1/K) sum_k q(z | u_k) with K learned pseudo-inputs u_k (the guide's encoder)"
+    direct_elbo = True
 
     def __init__(
         self,
