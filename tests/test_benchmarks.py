@@ -38,6 +38,7 @@ def test_speed_benchmark_smoke(tmp_path):
         # equal work: the plain reference and mixvae reach the same loss
         assert row["same_loss"], row
         assert row["same_loss_default_adam"], row
+        assert row["same_loss_pyro_objective"] and row["pyro_objective_s"] > 0, row
         assert row["plain_default_adam_s"] > 0
         assert row["mixvae_s"] > 0 and row["plain_s"] > 0
     assert abs(result["eval"]["mixvae_ll"] - result["eval"]["plain_ll"]) < 1.0
