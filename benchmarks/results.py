@@ -349,6 +349,17 @@ def report(
 # ----------------------------------------------------------------------------- main
 
 
+def select_rows(plan: list[tuple[str, Setup, int]], texts: list[str]) -> list[tuple[str, Setup, int]]:
+    """The rows whose name contains one of ``texts``, plus the rows their warm starts start from."""
+    needed = set()
+    for table, setup, _ in plan:
+        if any(text in setup.name for text in texts):
+            needed.add((table, setup.name))
+            source = setup.settings.get("init_from", "")
+            needed |= {(t, s.name) for t, s, _ in plan if t == table and f"/{s.slug}/" in source}
+    return [p for p in plan if (p[0], p[1].name) in needed]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
@@ -373,6 +384,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-points", type=int, default=None, help="evaluate on the first N test images")
     parser.add_argument("--only", choices=("clustering", "likelihood"), default=None)
     parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        metavar="TEXT",
+        help="train and tabulate only the rows whose name contains one of these (a warm-start row "
+        "also runs the row it starts from)",
+    )
+    parser.add_argument(
         "--out",
         default=None,
         help="folder of the runs and of results.md (default: results, or results-smoke)",
@@ -391,6 +410,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.warm_epochs = 100
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    every_row = [("clustering", s, 0) for s in CLUSTERING] + [("likelihood", s, 0) for s in LIKELIHOOD]
+    if args.rows and not select_rows(every_row, args.rows):
+        parser.error(
+            f"no row matches --rows {' '.join(args.rows)}; the rows: {[s.name for _, s, _ in every_row]}"
+        )
     args.seed_list = list(range(args.seeds))
     if args.out is None:
         args.out = "results-smoke" if args.smoke else "results"
@@ -434,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     tables: dict[str, dict[str, list[dict[str, Any]]]] = {"clustering": {}, "likelihood": {}}
     plan = [("clustering", s, args.cluster_iw_samples) for s in CLUSTERING]
     plan += [("likelihood", s, args.iw_samples) for s in LIKELIHOOD]
+    if args.rows:
+        plan = select_rows(plan, args.rows)
     for table, setup, samples in plan:
         if args.only not in (None, table):
             continue

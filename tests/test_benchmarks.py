@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -92,3 +93,35 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
         assert epochs == [1, 2, 3]
         assert json.loads((warm / "evaluation.json").read_text())["epoch"] == 3
     assert "| 2 + 3 |" in (out / "results.md").read_text()
+
+
+def _results_module():
+    spec = importlib.util.spec_from_file_location("results_script", ROOT / "benchmarks" / "results.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_rows_selects_rows_and_the_runs_they_start_from(capsys):
+    results = _results_module()
+    plan = [("clustering", s, 100) for s in results.CLUSTERING] + [
+        ("likelihood", s, 5000) for s in results.LIKELIHOOD
+    ]
+    chosen = [(t, s.name) for t, s, _ in results.select_rows(plan, ["warm start"])]
+    # the warm start needs the standard VAE of its own table, not the likelihood table's
+    assert chosen == [
+        ("clustering", "standard x gaussian"),
+        ("clustering", "gmm-full x gaussian, warm start"),
+    ]
+    chosen = [(t, s.name) for t, s, _ in results.select_rows(plan, ["data init", "gmm x gaussian"])]
+    assert chosen == [
+        ("clustering", "gmm x gaussian (VaDE-style)"),
+        ("likelihood", "gmm x gaussian"),
+        ("likelihood", "vampprior, data init x gaussian"),
+        ("likelihood", "vampprior, data init x mixture"),
+    ]
+    with pytest.raises(SystemExit) as stop:
+        results.parse_args(["--smoke", "--rows", "no such row"])
+    assert stop.value.code == 2
+    assert "no row matches --rows no such row; the rows: ['gmm x categorical" in capsys.readouterr().err
