@@ -232,11 +232,29 @@ def test_subclassed_programs_fall_back_to_pyro():
     class Other(PRIORS["standard"]):
         direct_elbo = False
 
+    class Rewritten(PRIORS["gmm"]):  # inherits direct_elbo = True, but not its program
+        def forward(self, component=None):
+            return pyro.sample("z", self.marginal())
+
+    class Shifted(GUIDES["categorical"]):  # inherits enumerated_q, rewrites the program
+        def sample_latents(self, x, labels=None):
+            return super().sample_latents(x + 1, labels)
+
+    class Subclass(PRIORS["gmm"]):  # changes nothing: still exact
+        pass
+
     model, guide = build(TrainConfig(prior="standard", guide="gaussian", hidden=(8,)), 16)
     assert direct_elbo_applies(model, guide)
     assert not direct_elbo_applies(model, Noisy(16, 10, (8,)))
     model.prior = Other(10)
     assert not direct_elbo_applies(model, guide)
+    model, guide = build(TrainConfig(prior="gmm", guide="categorical", hidden=(8,)), 16)
+    assert direct_elbo_applies(model, guide)
+    assert not direct_elbo_applies(model, Shifted(16, 10, 10, (8,)))
+    model.prior = Rewritten(10, 10)
+    assert not direct_elbo_applies(model, guide)
+    model.prior = Subclass(10, 10)
+    assert direct_elbo_applies(model, guide)
 
 
 @pytest.mark.parametrize("prior,guide", [("gmm", "categorical"), ("standard", "gaussian")])

@@ -135,13 +135,23 @@ def direct_elbo_applies(model: torch.nn.Module, guide: torch.nn.Module) -> bool:
         return False
     if not isinstance(guide, Guide) or not getattr(prior, "direct_elbo", False):
         return False
+    # the declaration holds for the Pyro program of the class that made it, not for a
+    # subclass that rewrites that program
+    if _declared_by(type(prior), "forward") is not _declared_by(type(prior), "direct_elbo"):
+        return False
     if guide.discrete_site is None:
-        return guide.provides == ("z",) and type(guide).sample_latents is Guide.sample_latents
+        return guide.provides == ("z",) and _declared_by(type(guide), "sample_latents") is Guide
     return (
         isinstance(prior, GMMPrior)
         and guide.discrete_site == prior.discrete_site
-        and type(guide).enumerated_q is not Guide.enumerated_q
+        and _declared_by(type(guide), "enumerated_q") is not Guide
+        and _declared_by(type(guide), "enumerated_q") is _declared_by(type(guide), "sample_latents")
     )
+
+
+def _declared_by(cls: type, name: str) -> type | None:
+    """The class in ``cls``'s method resolution order that defines ``name``."""
+    return next((c for c in cls.__mro__ if name in vars(c)), None)
 
 
 def direct_loss(

@@ -545,8 +545,8 @@ def _fit(
                     if config.binarize == "dynamic":
                         xb = torch.bernoulli(xb, generator=gen)
                     warmup.beta = min(1.0, (pos.step + 1) / warmup_steps) if warmup_steps else 1.0
-                    # Validate the first step only: it catches model/guide mismatches,
-                    # and costs about 5% per step after that.
+                    # Validate the first step only (distribution arguments; with Pyro's ELBO
+                    # also model/guide mismatches): it costs about 5% per step after that.
                     try:
                         with pyro.validation_enabled(pos.step == 0):
                             if direct:
