@@ -126,10 +126,11 @@ class Reference(nn.Module):
             per_point = self.bce(x, z) + kl
         elif self.guide_name == "mixture":
             out = g.net(x).unflatten(-1, (self.k, 2 * self.d + 1))
-            q = dist.MixtureOfDiagNormals(
-                out[..., : self.d], positive(out[..., self.d : 2 * self.d]), out[..., -1]
-            )
-            z = q.rsample()
+            locs, scales, logits = out[..., : self.d], positive(out[..., self.d : 2 * self.d]), out[..., -1]
+            q = dist.MixtureOfDiagNormals(locs, scales, logits)
+            # drawn in float64 and rounded back, as mixvae's mixture guide draws (Pyro's
+            # pathwise gradient overflows float32 in high dimensions): equal work, same noise
+            z = dist.MixtureOfDiagNormals(locs.double(), scales.double(), logits.double()).rsample().float()
             per_point = self.bce(x, z) + q.log_prob(z) - self.log_prior(z)
         else:  # exact sum over y: the decoder runs once per component
             h = g.body(x)
