@@ -281,6 +281,12 @@ def train(
 ) -> Run:
     """Train a model/guide pair on the ELBO of :func:`~mixvae.inference.objectives.make_elbo`.
 
+    With ``objective="auto"`` (the default) the pairs for which
+    :func:`~mixvae.inference.objectives.direct_elbo_applies` compute that
+    estimator by :func:`~mixvae.inference.objectives.direct_loss` (same draws,
+    value and gradients, no Pyro tracing per step); ``objective="pyro"`` runs
+    Pyro's ELBO at every step.
+
     Writes ``config.json``, ``metrics.jsonl`` (one line per epoch),
     ``checkpoint.pt`` (every ``checkpoint_every`` epochs and at the end),
     ``summary.json`` and PNG figures into the run folder.  SIGINT or SIGTERM
