@@ -10,7 +10,9 @@ Trains and evaluates, for every seed:
   ``--init-from``, fine-tuned for ``--warm-epochs``);
 * likelihood (latent 40, dynamically binarised, as in the VampPrior paper):
   the ``standard``, ``gmm`` and ``vampprior`` priors, each with the
-  ``gaussian`` and the ``mixture`` guide, the same epochs for all;
+  ``gaussian`` and the ``mixture`` guide, the same epochs for all; the
+  VampPrior also started from training images, and ``gmm`` also with
+  K = 500 (as many components as the VampPrior's pseudo-inputs);
 
 and writes a Markdown report (mean +- sd over seeds and the best seed) with
 the clustering table (accuracy with Hungarian matching and with the majority
@@ -76,15 +78,25 @@ CLUSTERING = [
         {"prior": "gmm-full", "guide": "gaussian", "init_from": "{out}/standard-x-gaussian/seed{seed}"},
     ),
 ]
-LIKELIHOOD = [
-    Setup(f"{prior} x {guide}", {"prior": prior, "guide": guide})
-    for prior in ("standard", "gmm", "vampprior")
-    for guide in ("gaussian", "mixture")
-] + [
-    # Tomczak & Welling's other start: pseudo-inputs copied from training images
-    Setup(f"vampprior, data init x {guide}", {"prior": "vampprior", "guide": guide, "pseudo_init": "data"})
-    for guide in ("gaussian", "mixture")
-]
+LIKELIHOOD = (
+    [
+        Setup(f"{prior} x {guide}", {"prior": prior, "guide": guide})
+        for prior in ("standard", "gmm", "vampprior")
+        for guide in ("gaussian", "mixture")
+    ]
+    + [
+        # Tomczak & Welling's other start: pseudo-inputs copied from training images
+        Setup(
+            f"vampprior, data init x {guide}", {"prior": "vampprior", "guide": guide, "pseudo_init": "data"}
+        )
+        for guide in ("gaussian", "mixture")
+    ]
+    + [
+        # a learned mixture prior with as many components as the VampPrior has pseudo-inputs
+        Setup(f"gmm, K = 500 x {guide}", {"prior": "gmm", "guide": guide, "components": 500})
+        for guide in ("gaussian", "mixture")
+    ]
+)
 CLUSTER_SCORES = ("acc_hungarian", "acc_majority", "nmi", "ari")
 
 
@@ -327,7 +339,7 @@ def report(
             f"Settings shared by all rows: latent {c['latent_dim']}, hidden {c['hidden']}, "
             f"{c['epochs']} epochs, batch {c['batch_size']}, lr {c['lr']}, KL warm-up "
             f"{c['warmup_epochs']} epochs, binarisation {c['binarize']}, K = {c['components']} "
-            f"(gmm), {c['pseudo_inputs']} pseudo-inputs (vampprior; they start as near-constant grey "
+            f"(gmm, unless the row names its K), {c['pseudo_inputs']} pseudo-inputs (vampprior; they start as near-constant grey "
             "images, or, in the data-init rows, as random training images: `--pseudo-init data`), "
             f"{c['guide_components'] or c['components']} components (mixture guide). "
             "Differences are of seed means, ± the sd of the per-seed differences.",

@@ -57,7 +57,7 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     for heading in ("## Clustering", "## Likelihood", "## Aggregate posterior"):
         assert heading in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    # 5 models with their own clusters + 2 baselines on the standard VAE; 8 likelihood rows; 8 aggregate rows
+    # 5 models with their own clusters + 2 baselines on the standard VAE; 10 likelihood rows; 10 aggregate rows
     for start in (
         "| gmm-full x gaussian, warm start | the model's own (most probable y) (K = 10)",
         "| gmm x categorical (GMVAE, Rui Shu) | the model's",
@@ -70,9 +70,10 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
         assert sum(r.startswith(start) for r in rows) == 1, start
     assert sum(r.startswith("| vampprior x mixture |") for r in rows) == 2
     assert sum(r.startswith("| vampprior, data init x mixture |") for r in rows) == 2
+    assert sum(r.startswith("| gmm, K = 500 x gaussian |") for r in rows) == 2
     # every seed is a run folder that mixvae commands can open again
     evaluations = sorted(out.glob("*/*/seed*/evaluation.json"))
-    assert len(evaluations) == 2 * (6 + 8)
+    assert len(evaluations) == 2 * (6 + 10)
     # the warm-started runs record the run they started from
     origins = sorted(out.glob("clustering/gmm-full-*/seed*/init_from.json"))
     assert [json.loads(p.read_text())["run"] for p in origins] == [
