@@ -119,3 +119,18 @@ def test_mixture_pathwise_gradient_is_unbiased_in_several_dimensions():
     mean_logits_grad = torch.stack([g[2] for g in grads]).mean(0)
     expected = w * (second_moment - (w * second_moment).sum())  # (0.43, -0.43)
     assert torch.allclose(mean_logits_grad, expected, atol=0.3)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_decoder_log_likelihood_is_the_distributions_log_prob(likelihood):
+    """The written-out log p(x|z) of the training and evaluation loops equals the Pyro site's."""
+    from mixvae.models.decoders import LIKELIHOODS
+
+    torch.manual_seed(0)
+    decoder = LIKELIHOODS[likelihood](3, 12, (8,))
+    x = torch.rand(5, 12)  # grey levels: Bernoulli's log_prob is then the negative cross-entropy
+    for z in (torch.randn(5, 3), torch.randn(4, 5, 3)):  # one z per point, or K draws per point
+        expected = decoder(z).log_prob(x)
+        got = decoder.log_likelihood(z, x)
+        assert got.shape == expected.shape == z.shape[:-1]
+        torch.testing.assert_close(got, expected)

@@ -123,7 +123,7 @@ def importance_sampling(
             for start in range(0, num_samples, chunk_samples):
                 latents = draw_latents(qs, min(chunk_samples, num_samples - start))  # each (C, B, D)
                 log_w = (
-                    model.decoder(latents["z"]).log_prob(xb) + log_prior(latents) - log_q(qs, latents)
+                    model.decoder.log_likelihood(latents["z"], xb) + log_prior(latents) - log_q(qs, latents)
                 ).double()  # (C, B)
                 lse = torch.logaddexp(lse, log_w.logsumexp(0))
                 total += log_w.sum(0)

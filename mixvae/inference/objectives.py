@@ -200,12 +200,12 @@ def direct_loss(
                 pass
         if kl is None:
             kl = q.log_prob(z) - prior.log_prob({"z": z})
-        per_point = beta * kl - decoder(z).log_prob(x)
+        per_point = beta * kl - decoder.log_likelihood(z, x)
     else:
         log_qy, q = guide.enumerated_q(x)  # (K, B), batch (K, B)
         z = q.rsample()  # (K, B, D)
         y = torch.arange(log_qy.shape[0], device=x.device).unsqueeze(-1)  # (K, 1), as Pyro enumerates
         log_p = prior.y_dist().log_prob(y) + prior.z_dist(y).log_prob(z)
-        cost = beta * (q.log_prob(z) + log_qy - log_p) - decoder(z).log_prob(x)
+        cost = beta * (q.log_prob(z) + log_qy - log_p) - decoder.log_likelihood(z, x)
         per_point = (log_qy.exp() * cost).sum(0)
     return per_point.sum() * scale

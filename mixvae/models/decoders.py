@@ -8,6 +8,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
+from torch import nn
 
 from mixvae.nn import mlp
 from mixvae.registry import Registry
@@ -41,6 +42,15 @@ class Decoder(PyroModule):
         """E[x | z], for reconstructions and sample figures."""
         raise NotImplementedError
 
+    def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) summed over the P pixels, shape ``z.shape[:-1]`` (``x`` broadcasts).
+
+        The same number as ``self(z).log_prob(x)``; subclasses may write it out
+        without building the distribution object (the training and evaluation
+        loops call it once per step or chunk).
+        """
+        return self(z).log_prob(x)
+
 
 @LIKELIHOODS.register("bernoulli")
 class BernoulliDecoder(Decoder):
@@ -60,6 +70,10 @@ class BernoulliDecoder(Decoder):
 
     def mean(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net(z))
+
+    def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        logits, x = torch.broadcast_tensors(self.net(z), x)
+        return -nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
 
 
 @LIKELIHOODS.register("gaussian")
