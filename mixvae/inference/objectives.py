@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyro
 import torch
@@ -11,6 +11,10 @@ from pyro.infer import ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 
 from mixvae.inference.rng import seeded
+
+if TYPE_CHECKING:
+    from mixvae.guides import Guide
+    from mixvae.models import VAE
 
 
 class LatentScale(Messenger):
@@ -155,8 +159,8 @@ def _declared_by(cls: type, name: str) -> type | None:
 
 
 def direct_loss(
-    model: Any,
-    guide: Any,
+    model: VAE,
+    guide: Guide,
     x: torch.Tensor,
     num_data: int | None = None,
     *,
