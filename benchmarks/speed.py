@@ -4,7 +4,7 @@ For each pair (standard x gaussian, gmm x gaussian, gmm x categorical, gmm x
 mixture) the same architecture (784-512-512-10), the same initial weights, the
 same objective and the same data order are trained two ways, epochs
 interleaved: mixvae's own loop (``mixvae.train`` / ``mixvae.inference.resume``,
-``TraceEnum_ELBO``) and a hand-written PyTorch loop (analytic KL for the
+the ELBO of ``make_elbo``) and a hand-written PyTorch loop (analytic KL for the
 Gaussian pair, an exact log-sum-exp over components for the mixture prior, an
 exact sum over y for the categorical guide), with the same optimiser
 (``mixvae.inference.adam``: torch's fused Adam).  After a warm-up epoch it
