@@ -24,13 +24,7 @@ from mixvae.data import Dataset, load_dataset
 from mixvae.errors import ConfigError
 from mixvae.guides import Guide
 from mixvae.inference.checkpoint import save_checkpoint
-from mixvae.inference.objectives import (
-    LatentScale,
-    direct_elbo_applies,
-    direct_loss,
-    has_discrete_site,
-    make_elbo,
-)
+from mixvae.inference.objectives import TrainingLoss
 from mixvae.inference.pairs import build, check_names
 from mixvae.inference.train import (
     Run,
@@ -72,25 +66,17 @@ class SVIModule(_Base):
         super().__init__()
         self.model, self.guide = model, guide
         self.config, self.num_data = config, num_data
-        self.elbo = make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=config.kl == "analytic")
-        self.warmup = LatentScale()
-        self.direct = config.objective == "auto" and direct_elbo_applies(model, guide)
+        self.objective = TrainingLoss(
+            model, guide, objective=config.objective, analytic_kl=config.kl == "analytic"
+        )
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         (x,) = batch
         c = self.config
         steps = c.warmup_epochs * math.ceil(self.num_data / (c.batch_size * self.trainer.world_size))
-        self.warmup.beta = min(1.0, (self.global_step + 1) / steps) if steps else 1.0
+        beta = min(1.0, (self.global_step + 1) / steps) if steps else 1.0
         with pyro.validation_enabled(False):
-            if self.direct:  # the same estimator without Pyro's tracing (see train())
-                analytic_kl = c.kl == "analytic"
-                loss = direct_loss(
-                    self.model, self.guide, x, self.num_data, beta=self.warmup.beta, analytic_kl=analytic_kl
-                )
-            else:
-                loss = self.elbo.differentiable_loss(
-                    self.warmup(self.model), self.warmup(self.guide), x, self.num_data
-                )
+            loss = self.objective(x, self.num_data, beta=beta)
         self.log("train_loss", loss.detach() / self.num_data, on_epoch=True, on_step=False, sync_dist=True)
         return loss
 

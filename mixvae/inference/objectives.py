@@ -213,3 +213,28 @@ def direct_loss(
         cost = beta * (q.log_prob(z) + log_qy - log_p) - decoder.log_likelihood(z, x)
         per_point = (log_qy.exp() * cost).sum(0)
     return per_point.sum() * scale
+
+
+class TrainingLoss:
+    """The training loss of a run's unlabelled minibatches, as the trainer and Lightning compute it.
+
+    :func:`direct_loss` where :func:`direct_elbo_applies` and ``objective`` is
+    ``"auto"``; otherwise the ELBO of :func:`make_elbo` on the model and guide
+    under :class:`LatentScale`.  Calling it with ``(x, num_data, beta)`` gives
+    the negative ELBO of the minibatch scaled to the data set, with KL warm-up ``beta``.
+    """
+
+    def __init__(
+        self, model: VAE, guide: Guide, *, objective: str = "auto", analytic_kl: bool = True
+    ) -> None:
+        self.model, self.guide, self.analytic_kl = model, guide, analytic_kl
+        #: whether the loss skips Pyro's tracing (see :func:`direct_loss`)
+        self.direct = objective == "auto" and direct_elbo_applies(model, guide)
+        self.elbo = make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=analytic_kl)
+        self.warmup = LatentScale()
+
+    def __call__(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> torch.Tensor:
+        if self.direct:
+            return direct_loss(self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl)
+        self.warmup.beta = beta
+        return self.elbo.differentiable_loss(self.warmup(self.model), self.warmup(self.guide), x, num_data)

@@ -29,14 +29,7 @@ from mixvae.errors import CheckpointError, ConfigError, DataError, TrainingDiver
 from mixvae.guides import Guide
 from mixvae.inference.checkpoint import load_checkpoint, save_checkpoint
 from mixvae.inference.clustering import cluster_assignments, clustering_scores
-from mixvae.inference.objectives import (
-    LatentScale,
-    direct_elbo_applies,
-    direct_loss,
-    evaluate_elbo,
-    has_discrete_site,
-    make_elbo,
-)
+from mixvae.inference.objectives import LatentScale, TrainingLoss, evaluate_elbo, has_discrete_site, make_elbo
 from mixvae.inference.pairs import build, check_names
 from mixvae.inference.posthoc import PosthocGMM, fit_posthoc_gmm
 from mixvae.inference.warmstart import warm_start
@@ -285,7 +278,7 @@ def train(
     :func:`~mixvae.inference.objectives.direct_elbo_applies` compute that
     estimator by :func:`~mixvae.inference.objectives.direct_loss` (same draws,
     value and gradients, no Pyro tracing per step); ``objective="pyro"`` runs
-    Pyro's ELBO at every step.
+    Pyro's ELBO at every step (:class:`~mixvae.inference.objectives.TrainingLoss`).
 
     Writes ``config.json``, ``metrics.jsonl`` (one line per epoch),
     ``checkpoint.pt`` (every ``checkpoint_every`` epochs and at the end),
@@ -512,9 +505,7 @@ def _fit(
     heldout_x = evaluation_data(data.test_x.to(device), config)
     warmup = LatentScale()
     analytic_kl = config.kl == "analytic"
-    elbo = make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=analytic_kl)
-    # The same estimator without Pyro's per-step tracing, for the pairs it is known to equal.
-    direct = config.objective == "auto" and direct_elbo_applies(model, guide)
+    unlabelled_loss = TrainingLoss(model, guide, objective=config.objective, analytic_kl=analytic_kl)
     if split.labelled.numel():
         labelled_x = data.train_x[split.labelled].to(device)
         labelled_y = data.train_y[split.labelled].to(device)
@@ -555,12 +546,7 @@ def _fit(
                     # also model/guide mismatches): it costs about 5% per step after that.
                     try:
                         with pyro.validation_enabled(pos.step == 0):
-                            if direct:
-                                loss = direct_loss(
-                                    model, guide, xb, n, beta=warmup.beta, analytic_kl=analytic_kl
-                                )
-                            else:
-                                loss = elbo.differentiable_loss(warmup(model), warmup(guide), xb, n)
+                            loss = unlabelled_loss(xb, n, beta=warmup.beta)
                             if split.labelled.numel():
                                 loss = loss + _labelled_loss(
                                     run, labelled_elbo, warmup, labelled_x, labelled_y, labelled_bs, gen
