@@ -12,6 +12,7 @@ W workers with batch B equals that of one process with batch W * B.  Loggers
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 from typing import Any
@@ -56,6 +57,11 @@ def import_lightning() -> Any:
     return _lightning
 
 
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 class SVIModule(_Base):
     """A LightningModule training ``model`` and ``guide`` on the ELBO, with KL warm-up.
 
@@ -69,6 +75,16 @@ class SVIModule(_Base):
         self.objective = TrainingLoss(
             model, guide, objective=config.objective, analytic_kl=config.kl == "analytic"
         )
+
+    def setup(self, stage: str) -> None:
+        # Lightning destroys the process group at exit only for NCCL; a gloo
+        # rank (ddp_spawn on CPU) that exits with its group alive can abort in
+        # gloo's thread teardown ("terminate called without an active
+        # exception") after a finished fit.  atexit runs after Lightning's
+        # last barrier, in the worker that owns the group.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            atexit.unregister(_destroy_process_group)  # once per process
+            atexit.register(_destroy_process_group)
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         (x,) = batch
