@@ -77,6 +77,16 @@ CLUSTERING = [
         "gmm-full x gaussian, warm start",
         {"prior": "gmm-full", "guide": "gaussian", "init_from": "{out}/standard-x-gaussian/seed{seed}"},
     ),
+    # the same with pi fixed at 1/K (--mixture-weights uniform), as in Rui Shu's GMVAE
+    Setup(
+        "gmm-full x gaussian, warm start, uniform weights",
+        {
+            "prior": "gmm-full",
+            "guide": "gaussian",
+            "mixture_weights": "uniform",
+            "init_from": "{out}/standard-x-gaussian/seed{seed}",
+        },
+    ),
 ]
 LIKELIHOOD = (
     [

@@ -51,6 +51,12 @@ class TrainConfig:
         "(same --guide, --latent-dim, --hidden, data) and fit a gmm / gmm-full prior to its encoder "
         "means (other priors keep their own initialisation)",
     )
+    mixture_weights: str = _opt(
+        "learned",
+        "mixing weights pi of the gmm / gmm-full priors: learned | uniform (fixed at 1/K, as in Rui "
+        "Shu's GMVAE; with --init-from the fitted GMM's means and covariances are copied, not its weights)",
+        choices=("learned", "uniform"),
+    )
     posthoc_components: int = _opt(10, "components of the post-hoc GMM fitted to q(z) (posthoc-gmm)")
     posthoc_bic: bool = _opt(False, "choose the post-hoc GMM's K <= --posthoc-components by BIC")
     labels_per_class: int | None = _opt(

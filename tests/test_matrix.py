@@ -203,8 +203,24 @@ def test_direct_objective_covers_the_builtin_pairs():
 @pytest.mark.parametrize("prior,guide", DIRECT)
 def test_direct_loss_is_pyros_elbo(prior, guide, beta, analytic_kl):
     """Same draws, same value, same gradients as make_elbo's ELBO under LatentScale(beta)."""
+    _check_direct_loss(prior, guide, beta, analytic_kl)
+
+
+@pytest.mark.parametrize("prior,guide", [(p, g) for p, g in DIRECT if p in ("gmm", "gmm-full")])
+def test_direct_loss_is_pyros_elbo_with_uniform_mixture_weights(prior, guide):
+    _check_direct_loss(prior, guide, 1.0, True, mixture_weights="uniform")
+
+
+def _check_direct_loss(prior: str, guide: str, beta: float, analytic_kl: bool, **settings) -> None:
     config = TrainConfig(
-        prior=prior, guide=guide, hidden=(8,), latent_dim=3, components=4, guide_components=3, pseudo_inputs=5
+        prior=prior,
+        guide=guide,
+        hidden=(8,),
+        latent_dim=3,
+        components=4,
+        guide_components=3,
+        pseudo_inputs=5,
+        **settings,
     )
     torch.manual_seed(0)
     model, g = build(config, 20)

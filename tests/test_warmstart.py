@@ -173,3 +173,55 @@ def test_too_few_or_non_finite_codes_are_refused():
     codes[4, 1] = float("nan")
     with pytest.raises(ConfigError, match="non-finite"):
         fit_prior_to_codes(GMMPrior(2, 2), codes)
+
+
+def test_uniform_mixture_weights_stay_fixed_through_warm_start_and_training(small_digits, tmp_path):
+    """--mixture-weights uniform: pi is 1/K, not a parameter; the warm start copies only means and covariances."""
+    _pretrained(small_digits, tmp_path)
+    fitted = {}
+    for weights in ("learned", "uniform"):
+        config = TrainConfig(
+            prior="gmm-full",
+            guide="gaussian",
+            hidden=(32,),
+            latent_dim=3,
+            components=4,
+            mixture_weights=weights,
+        )
+        model, guide = build(config, small_digits.data_dim)
+        warm_start(model, guide, tmp_path / "pre", small_digits.train_x, seed=0)
+        fitted[weights] = model.prior
+    learned, uniform = fitted["learned"], fitted["uniform"]
+    assert not torch.allclose(learned.logits.softmax(-1), torch.full((4,), 0.25), atol=1e-3)
+    assert torch.equal(uniform.logits, torch.zeros(4))
+    assert torch.equal(uniform.locs, learned.locs) and torch.equal(uniform.scale_tril, learned.scale_tril)
+    assert "logits_unconstrained" not in dict(uniform.named_parameters())
+    run = train(
+        TrainConfig(
+            prior="gmm-full",
+            guide="gaussian",
+            hidden=(32,),
+            latent_dim=3,
+            components=4,
+            epochs=2,
+            mixture_weights="uniform",
+            init_from=str(tmp_path / "pre"),
+            out=str(tmp_path / "u"),
+        ),
+        dataset=small_digits,
+        progress=False,
+        figures=False,
+    )
+    assert torch.equal(run.model.prior.logits, torch.zeros(4))
+    assert not torch.equal(run.model.prior.locs, uniform.locs)  # the rest of the prior did train
+    from mixvae import load_run
+
+    assert torch.equal(load_run(tmp_path / "u").model.prior.logits, torch.zeros(4))
+
+
+@pytest.mark.parametrize("prior", ["standard", "vampprior", "dilokthanakul"])
+def test_uniform_mixture_weights_need_a_prior_that_learns_them(prior):
+    guide = "dilokthanakul" if prior == "dilokthanakul" else "gaussian"
+    config = TrainConfig(prior=prior, guide=guide, hidden=(8,), mixture_weights="uniform")
+    with pytest.raises(ConfigError, match="--mixture-weights uniform applies to .*gmm, gmm-full.*drop the flag"):
+        build(config, 16)

@@ -40,7 +40,8 @@ def fit_prior_to_codes(
 
     Fits scikit-learn's :class:`~sklearn.mixture.GaussianMixture` with the
     prior's K and covariance type (``diag`` for ``gmm``, ``full`` for
-    ``gmm-full``) and copies its weights, means and scales into the prior.
+    ``gmm-full``) and copies its weights, means and scales into the prior
+    (only the means and scales if the prior's weights are fixed uniform).
 
     :param codes: (N, D) latent codes, e.g. encoder means of the training data.
     :param code_variances: (N, D) variances of q(z|x) around those means; when
@@ -88,7 +89,8 @@ def fit_prior_to_codes(
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(a, dtype=ref.dtype, device=ref.device)
 
-    prior.logits = t(np.log(gmm.weights_))
+    if prior.learn_weights:  # a prior with fixed uniform weights keeps them
+        prior.logits = t(np.log(gmm.weights_))
     prior.locs = t(gmm.means_)
     if full:
         prior.scale_tril = t(np.linalg.cholesky(cov))

@@ -152,7 +152,12 @@ class GMMPrior(Prior):
         z \mid y &\sim \mathcal{N}(\mu_y, \mathrm{diag}\,\sigma_y^2)
 
     :math:`\pi` (through logits), :math:`\mu` and :math:`\sigma` (through a
-    positive transform) are learned.  ``y`` is marked for parallel
+    positive transform) are learned; with ``learn_weights=False``
+    (``--mixture-weights uniform``) :math:`\pi` stays uniform, :math:`1/K`,
+    as in Rui Shu's GMVAE and Dilokthanakul et al.  On balanced data that is
+    the true class prior, and it keeps one component from growing over its
+    neighbours' points (a learned :math:`\pi` lets a big cluster keep a
+    share of a smaller one's).  ``y`` is marked for parallel
     enumeration, so a guide that does not provide ``y`` gets it summed out by
     :class:`~pyro.infer.TraceEnum_ELBO`; a guide that provides ``y`` (the
     ``categorical`` guide) replaces it.
@@ -160,6 +165,7 @@ class GMMPrior(Prior):
     :param latent_dim: dimension D of ``z``.
     :param num_components: number K of mixture components.
     :param init_spread: standard deviation of the random initial means.
+    :param learn_weights: learn :math:`\pi`; if False it is fixed at uniform.
     """
 
     latent_sites = ("y", "z")
@@ -168,15 +174,21 @@ class GMMPrior(Prior):
     story = "y ~ Cat(pi), z | y ~ N(mu_y, diag sigma_y^2)"
     direct_elbo = True
 
-    def __init__(self, latent_dim: int, num_components: int, init_spread: float = 1.0) -> None:
+    def __init__(
+        self, latent_dim: int, num_components: int, init_spread: float = 1.0, learn_weights: bool = True
+    ) -> None:
         super().__init__(latent_dim)
-        self.logits = PyroParam(torch.zeros(num_components))
+        self.learn_weights = learn_weights
+        if learn_weights:
+            self.logits = PyroParam(torch.zeros(num_components))
+        else:
+            self.register_buffer("logits", torch.zeros(num_components))
         self.locs = PyroParam(init_spread * torch.randn(num_components, latent_dim))
         self.scales = PyroParam(torch.ones(num_components, latent_dim), constraints.positive)
 
     @classmethod
     def from_config(cls, config: TrainConfig, data_dim: int, guide: torch.nn.Module) -> GMMPrior:
-        return cls(config.latent_dim, config.components)
+        return cls(config.latent_dim, config.components, learn_weights=config.mixture_weights == "learned")
 
     @property
     def num_components(self) -> int:
@@ -235,8 +247,10 @@ class FullCovGMMPrior(GMMPrior):
 
     story = "y ~ Cat(pi), z | y ~ N(mu_y, L_y L_y^T) (full covariance)"
 
-    def __init__(self, latent_dim: int, num_components: int, init_spread: float = 1.0) -> None:
-        super().__init__(latent_dim, num_components, init_spread)
+    def __init__(
+        self, latent_dim: int, num_components: int, init_spread: float = 1.0, learn_weights: bool = True
+    ) -> None:
+        super().__init__(latent_dim, num_components, init_spread, learn_weights)
         del self.scales
         eye = torch.eye(latent_dim).expand(num_components, latent_dim, latent_dim).clone()
         self.scale_tril = PyroParam(eye, constraints.lower_cholesky)
