@@ -7,7 +7,8 @@ Trains and evaluates, for every seed:
   ``dilokthanakul`` with K = 10 and K = 16, k-means / a full-covariance GMM
   on the encoder means of a ``standard x gaussian`` VAE, and ``gmm-full x
   gaussian`` warm-started from that VAE (VaDE's pretraining recipe,
-  ``--init-from``, fine-tuned for ``--warm-epochs``);
+  ``--init-from``, fine-tuned for ``--warm-epochs``), with learned and with
+  uniform mixing weights (``--mixture-weights uniform``);
 * likelihood (latent 40, dynamically binarised, as in the VampPrior paper):
   the ``standard``, ``gmm`` and ``vampprior`` priors, each with the
   ``gaussian`` and the ``mixture`` guide, the same epochs for all; the
@@ -331,11 +332,12 @@ def report(
             f"Settings shared by all rows: latent {c['latent_dim']}, hidden {c['hidden']}, "
             f"{c['epochs']} epochs, batch {c['batch_size']}, lr {c['lr']}, KL warm-up "
             f"{c['warmup_epochs']} epochs, binarisation {c['binarize']}. No pretraining or "
-            "initialisation from a clustering, except in the warm-start row: it starts from the "
+            "initialisation from a clustering, except in the warm-start rows: they start from the "
             "standard x gaussian run of the same seed (`--init-from`), with the full-covariance "
             "mixture prior set to a GMM fitted to that run's encoder means on the training images "
-            "(components widened by the mean encoder variance); its epochs read "
-            "pretraining + fine-tuning and its minutes include both.",
+            "(components widened by the mean encoder variance; with `--mixture-weights uniform` "
+            "its means and covariances only, pi staying 1/K); their epochs read "
+            "pretraining + fine-tuning and their minutes include both.",
             "",
             *clustering_table(clustering),
             "",

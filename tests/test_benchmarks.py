@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-SCRIPTS = {"speed.py": ["--quick"], "results.py": ["--smoke"]}
+SCRIPTS = {"speed.py": ["--quick"], "results.py": ["--smoke"], "iw_samples.py": ["--smoke"]}
 
 
 def test_every_benchmark_script_is_exercised():
@@ -57,9 +58,10 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     for heading in ("## Clustering", "## Likelihood", "## Aggregate posterior"):
         assert heading in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    # 5 models with their own clusters + 2 baselines on the standard VAE; 10 likelihood rows; 10 aggregate rows
+    # 6 models with their own clusters + 2 baselines on the standard VAE; 10 likelihood rows; 10 aggregate rows
     for start in (
         "| gmm-full x gaussian, warm start | the model's own (most probable y) (K = 10)",
+        "| gmm-full x gaussian, warm start, uniform weights | the model's own (most probable y) (K = 10)",
         "| gmm x categorical (GMVAE, Rui Shu) | the model's",
         "| gmm x gaussian (VaDE-style) | the model's",
         "| dilokthanakul, K = 10 | the model's own (most probable y) (K = 10)",
@@ -73,12 +75,15 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     assert sum(r.startswith("| gmm, K = 500 x gaussian |") for r in rows) == 2
     # every seed is a run folder that mixvae commands can open again
     evaluations = sorted(out.glob("*/*/seed*/evaluation.json"))
-    assert len(evaluations) == 2 * (6 + 10)
+    assert len(evaluations) == 2 * (7 + 10)
     # the warm-started runs record the run they started from
     origins = sorted(out.glob("clustering/gmm-full-*/seed*/init_from.json"))
-    assert [json.loads(p.read_text())["run"] for p in origins] == [
+    assert [json.loads(p.read_text())["run"] for p in origins] == 2 * [
         str((out / "clustering" / "standard-x-gaussian" / f"seed{s}").resolve()) for s in (0, 1)
     ]
+    for seed in (0, 1):
+        uniform = out / "clustering" / "gmm-full-x-gaussian-warm-start-uniform-weights" / f"seed{seed}"
+        assert json.loads((uniform / "config.json").read_text())["mixture_weights"] == "uniform"
     ll = [json.loads(p.read_text())["log_likelihood"] for p in evaluations]
     assert all(v < 0 for v in ll)
     # a second invocation finds every run done and trains nothing
@@ -94,6 +99,32 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
         assert epochs == [1, 2, 3]
         assert json.loads((warm / "evaluation.json").read_text())["epoch"] == 3
     assert "| 2 + 3 |" in (out / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_iw_samples_smoke(tmp_path):
+    out = tmp_path / "iw.json"
+    script = ROOT / "benchmarks" / "iw_samples.py"
+    cmd = [sys.executable, str(script), *SCRIPTS["iw_samples.py"], "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["samples"] == [10, 50]
+    first, second = result["runs"]
+    assert (first["prior"], second["prior"]) == ("standard", "gmm")
+    assert first["vs_first"] == {"10": [0.0, 0.0], "50": [0.0, 0.0]}
+    for r in result["runs"]:
+        assert r["test_points"] == 40
+        lls = {s: v[0] for s, v in r["log_likelihood"].items()}
+        assert all(math.isfinite(v) and v < 0 for v in lls.values())
+        # the gain is the difference of the two means, and the bound does not get looser by more than noise
+        assert r["gain"][0] == pytest.approx(lls["50"] - lls["10"], abs=1e-9)
+        assert r["gain"][0] > -3 * r["gain"][1] - 0.05
+        # the paired difference to the first run is the difference of the means
+        for s in ("10", "50"):
+            ref = first["log_likelihood"][s][0]
+            assert r["vs_first"][s][0] == pytest.approx(lls[s] - ref, abs=1e-9)
+    assert "| S = 50 minus S = 10 |" in proc.stdout
 
 
 def _results_module():
@@ -114,6 +145,7 @@ def test_results_rows_selects_rows_and_the_runs_they_start_from(capsys):
     assert chosen == [
         ("clustering", "standard x gaussian"),
         ("clustering", "gmm-full x gaussian, warm start"),
+        ("clustering", "gmm-full x gaussian, warm start, uniform weights"),
     ]
     chosen = [(t, s.name) for t, s, _ in results.select_rows(plan, ["data init", "gmm x gaussian"])]
     assert chosen == [
