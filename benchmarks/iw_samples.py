@@ -90,7 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="*", help="run folders (the first is the reference of the differences)")
     parser.add_argument("--samples", type=int, nargs="+", default=[1000, 5000], help="the values of S")
-    parser.add_argument("--test-points", type=int, default=None, help="the first N test images (default: all)")
+    parser.add_argument(
+        "--test-points", type=int, default=None, help="the first N test images (default: all)"
+    )
     parser.add_argument("--data-dir", default=None, help="folder of the data files (default: each run's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the numbers here")

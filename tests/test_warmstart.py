@@ -223,5 +223,7 @@ def test_uniform_mixture_weights_stay_fixed_through_warm_start_and_training(smal
 def test_uniform_mixture_weights_need_a_prior_that_learns_them(prior):
     guide = "dilokthanakul" if prior == "dilokthanakul" else "gaussian"
     config = TrainConfig(prior=prior, guide=guide, hidden=(8,), mixture_weights="uniform")
-    with pytest.raises(ConfigError, match="--mixture-weights uniform applies to .*gmm, gmm-full.*drop the flag"):
+    with pytest.raises(
+        ConfigError, match=r"--mixture-weights uniform applies to .*gmm, gmm-full.*drop the flag"
+    ):
         build(config, 16)
