@@ -134,3 +134,25 @@ def test_decoder_log_likelihood_is_the_distributions_log_prob(likelihood):
         got = decoder.log_likelihood(z, x)
         assert got.shape == expected.shape == z.shape[:-1]
         torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5)])
+def test_gmm_prior_log_prob_is_its_marginals(shape):
+    """GMMPrior.log_prob (matrix products) is the MixtureSameFamily marginal's density, gradients too."""
+    from mixvae.models import GMMPrior
+
+    torch.manual_seed(0)
+    prior = GMMPrior(4, 6)
+    with torch.no_grad():
+        prior.logits = torch.randn(6)
+        prior.scales = torch.rand(6, 4) + 0.3
+    z = (2 * torch.randn(*shape, 4)).requires_grad_()
+    fast = prior.log_prob({"z": z})
+    slow = prior.marginal().log_prob(z)
+    assert fast.shape == slow.shape == shape
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    params = [z, *prior.parameters()]
+    for a, b in zip(
+        torch.autograd.grad(fast.sum(), params), torch.autograd.grad(slow.sum(), params), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
