@@ -156,3 +156,16 @@ def test_gmm_prior_log_prob_is_its_marginals(shape):
         torch.autograd.grad(fast.sum(), params), torch.autograd.grad(slow.sum(), params), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_gmm_subclasses_with_other_components_score_their_own_marginal():
+    from mixvae.models import FullCovGMMPrior, GMMPrior
+
+    class Wider(GMMPrior):  # a user's mixture with other components
+        def _gaussian(self, loc, scale):
+            return torch.distributions.Independent(torch.distributions.StudentT(3.0, loc, scale), 1)
+
+    torch.manual_seed(0)
+    z = torch.randn(5, 3)
+    for prior in (FullCovGMMPrior(3, 4), Wider(3, 4)):
+        torch.testing.assert_close(prior.log_prob({"z": z}), prior.marginal().log_prob(z))
