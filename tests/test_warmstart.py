@@ -179,16 +179,9 @@ def test_uniform_mixture_weights_stay_fixed_through_warm_start_and_training(smal
     """--mixture-weights uniform: pi is 1/K, not a parameter; the warm start copies only means and covariances."""
     _pretrained(small_digits, tmp_path)
     fitted = {}
+    common = dict(prior="gmm-full", guide="gaussian", hidden=(32,), latent_dim=3, components=4)
     for weights in ("learned", "uniform"):
-        config = TrainConfig(
-            prior="gmm-full",
-            guide="gaussian",
-            hidden=(32,),
-            latent_dim=3,
-            components=4,
-            mixture_weights=weights,
-        )
-        model, guide = build(config, small_digits.data_dim)
+        model, guide = build(TrainConfig(**common, mixture_weights=weights), small_digits.data_dim)
         warm_start(model, guide, tmp_path / "pre", small_digits.train_x, seed=0)
         fitted[weights] = model.prior
     learned, uniform = fitted["learned"], fitted["uniform"]
@@ -198,11 +191,7 @@ def test_uniform_mixture_weights_stay_fixed_through_warm_start_and_training(smal
     assert "logits_unconstrained" not in dict(uniform.named_parameters())
     run = train(
         TrainConfig(
-            prior="gmm-full",
-            guide="gaussian",
-            hidden=(32,),
-            latent_dim=3,
-            components=4,
+            **common,
             epochs=2,
             mixture_weights="uniform",
             init_from=str(tmp_path / "pre"),
