@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from mixvae import TrainConfig, load_dataset, load_run, train
+from mixvae.data import Dataset
 from mixvae.inference.likelihood import importance_sampling
 from mixvae.inference.train import evaluation_data
 
@@ -43,9 +44,13 @@ def check(
     """Per-image log p(x) of every run at every S; the summaries the script prints."""
     out: dict = {"samples": samples, "runs": []}
     per_image: list[dict[int, torch.Tensor]] = []
+    datasets: dict[tuple[str, str | None], Dataset] = {}  # runs on the same data load it once
     for path in runs:
         run = load_run(path)
-        data = load_dataset(run.config.dataset, data_dir or run.config.data_dir, download=False)
+        where = (run.config.dataset, data_dir or run.config.data_dir)
+        if where not in datasets:
+            datasets[where] = load_dataset(*where, download=False)
+        data = datasets[where]
         x = evaluation_data(data.test_x[:test_points], run.config)
         lls, seconds = {}, {}
         for s in samples:

@@ -156,6 +156,12 @@ def test_gmm_prior_log_prob_is_its_marginals(shape):
         torch.autograd.grad(fast.sum(), params), torch.autograd.grad(slow.sum(), params), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # p(y | z) from the same matrix products: the components' densities and the weights, normalised
+    with torch.no_grad():
+        joint = prior._components().log_prob(z.unsqueeze(-2)) + prior.logits.log_softmax(-1)
+        posterior = prior.component_log_posterior({"z": z})
+    assert posterior.shape == (*shape, 6)
+    torch.testing.assert_close(posterior, joint.log_softmax(-1), rtol=1e-5, atol=1e-5)
 
 
 def test_gmm_subclasses_with_other_components_score_their_own_marginal():
@@ -169,3 +175,5 @@ def test_gmm_subclasses_with_other_components_score_their_own_marginal():
     z = torch.randn(5, 3)
     for prior in (FullCovGMMPrior(3, 4), Wider(3, 4)):
         torch.testing.assert_close(prior.log_prob({"z": z}), prior.marginal().log_prob(z))
+        joint = prior._components().log_prob(z.unsqueeze(-2)) + prior.logits.log_softmax(-1)
+        torch.testing.assert_close(prior.component_log_posterior({"z": z}), joint.log_softmax(-1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mixvae import TrainConfig, build, train
+from mixvae import TrainConfig, build, load_run, train
 from mixvae.errors import ConfigError
 from mixvae.inference.warmstart import fit_prior_to_codes, warm_start
 from mixvae.models import FullCovGMMPrior, GMMPrior, StandardPrior
@@ -203,8 +203,6 @@ def test_uniform_mixture_weights_stay_fixed_through_warm_start_and_training(smal
     )
     assert torch.equal(run.model.prior.logits, torch.zeros(4))
     assert not torch.equal(run.model.prior.locs, uniform.locs)  # the rest of the prior did train
-    from mixvae import load_run
-
     assert torch.equal(load_run(tmp_path / "u").model.prior.logits, torch.zeros(4))
 
 

@@ -220,17 +220,24 @@ class GMMPrior(Prior):
     def marginal(self) -> dist.TorchDistribution:
         return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), self._components())
 
-    def log_prob(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        # The diagonal marginal's density as matrix products (DiagNormalMixture), not
-        # through torch's (N, K, D) tensor: the same numbers, faster at every K (K = 500,
-        # D = 40: 14x on 10,000 points; K = 10 at a training step: as fast).  A subclass
-        # with other components (gmm-full, or a user's) scores its own marginal.
+    def _diagonal_mixture(self) -> DiagNormalMixture | None:
+        # The diagonal mixture as matrix products (DiagNormalMixture), not through
+        # torch's (N, K, D) tensor: the same numbers, faster at every K (K = 500, D = 40:
+        # 14x on 10,000 points; K = 10 at a training step: as fast).  None for a subclass
+        # with other components (gmm-full, or a user's): it scores its own marginal.
         cls = type(self)
         if cls._gaussian is GMMPrior._gaussian and cls.marginal is GMMPrior.marginal:
-            return DiagNormalMixture(self.logits, self.locs, self.component_scales).log_prob(latents["z"])
-        return self.marginal().log_prob(latents["z"])
+            return DiagNormalMixture(self.logits, self.locs, self.component_scales)
+        return None
+
+    def log_prob(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        mixture = self._diagonal_mixture()
+        return (mixture or self.marginal()).log_prob(latents["z"])
 
     def component_log_posterior(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        mixture = self._diagonal_mixture()
+        if mixture is not None:
+            return mixture.component_log_prob(latents["z"]).log_softmax(-1)
         joint = self._components().log_prob(latents["z"].unsqueeze(-2)) + self.logits.log_softmax(-1)
         return joint.log_softmax(-1)
 
@@ -312,7 +319,8 @@ class DiagNormalMixture(dist.TorchDistribution):
         self.log_weights, self.locs, self.scales = log_weights.log_softmax(-1), locs, scales
         super().__init__(torch.Size(), locs.shape[-1:], validate_args=validate_args)
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+    def component_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """log w_k + log N(value; mu_k, sigma_k^2) for every component k, shape ``value.shape[:-1] + (K,)``."""
         d = self.locs.shape[-1]
         if value.shape[-1:] != (d,):
             raise ValueError(
@@ -324,7 +332,11 @@ class DiagNormalMixture(dist.TorchDistribution):
         maha = (z**2) @ prec.T - 2 * z @ (locs * prec).T + (locs**2 * prec).sum(-1)  # (N, K)
         log_norm = -self.scales.double().log().sum(-1) - 0.5 * d * math.log(2 * math.pi)
         joint = self.log_weights.double() + log_norm - 0.5 * maha
-        return joint.logsumexp(-1).reshape(value.shape[:-1]).to(value.dtype)
+        return joint.reshape(*value.shape[:-1], -1).to(value.dtype)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        # the log-sum-exp in float64 too, then back to the value's dtype
+        return self.component_log_prob(value.double()).logsumexp(-1).to(value.dtype)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         with torch.no_grad():
