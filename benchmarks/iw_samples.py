@@ -28,9 +28,8 @@ from pathlib import Path
 import torch
 
 from mixvae import TrainConfig, load_dataset, load_run, train
-from mixvae.data import Dataset
-from mixvae.inference.likelihood import importance_sampling
-from mixvae.inference.train import evaluation_data
+from mixvae.data import Dataset, evaluation_data
+from mixvae.evaluation.likelihood import importance_sampling
 
 
 def mean_se(values: torch.Tensor) -> tuple[float, float]:
@@ -51,7 +50,7 @@ def check(
         if where not in datasets:
             datasets[where] = load_dataset(*where, download=False)
         data = datasets[where]
-        x = evaluation_data(data.test_x[:test_points], run.config)
+        x = evaluation_data(data.test_x[:test_points], run.config.binarize)
         lls, seconds = {}, {}
         for s in samples:
             t0 = time.perf_counter()

@@ -48,8 +48,8 @@ import torch
 import mixvae
 from mixvae import TrainConfig, load_dataset
 from mixvae.data import Dataset
-from mixvae.inference.evaluation import evaluate_run
-from mixvae.inference.sample_quality import fit_sample_classifier
+from mixvae.evaluation.evaluate import evaluate_run
+from mixvae.evaluation.sample_quality import fit_sample_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 

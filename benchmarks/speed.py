@@ -49,10 +49,10 @@ from torch import nn
 
 from mixvae import TrainConfig, build, load_dataset
 from mixvae.data import Dataset
-from mixvae.inference import load_checkpoint, resume, train
-from mixvae.inference.likelihood import log_likelihood
-from mixvae.inference.train import adam
+from mixvae.evaluation.likelihood import log_likelihood
+from mixvae.inference import adam, resume, train
 from mixvae.nn import positive
+from mixvae.runs import load_checkpoint
 
 PAIRS = [("standard", "gaussian"), ("gmm", "gaussian"), ("gmm", "categorical"), ("gmm", "mixture")]
 ROOT = Path(__file__).resolve().parents[1]

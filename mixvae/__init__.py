@@ -4,25 +4,42 @@ Every model (prior + decoder) pairs with every guide (encoder) under one
 training loop (``TraceEnum_ELBO(max_plate_nesting=1)``, or Pyro's
 ``TraceMeanField_ELBO`` for pairs with nothing to enumerate); discrete mixture
 components are summed out exactly by enumeration.
+
+The rooms follow the data: :mod:`mixvae.data` -> :mod:`mixvae.build` (model
+and guide from :mod:`mixvae.models` and :mod:`mixvae.guides`) ->
+:mod:`mixvae.inference` (objectives, training) -> :mod:`mixvae.runs` (the run
+folder) -> :mod:`mixvae.evaluation` -> :mod:`mixvae.figures`.  See
+``docs/architecture.md``.
 """
 
 __version__ = "0.1.0"
 
+from mixvae.build import build
 from mixvae.config import TrainConfig
 from mixvae.data import DATASETS, load_dataset
 from mixvae.guides import GUIDES
-from mixvae.inference import build, load_run, train
-from mixvae.models import PRIORS, VAE
+from mixvae.models import LIKELIHOODS, PRIORS, VAE
+from mixvae.runs import Run, load_run
+
+# isort: off
+from mixvae.inference import resume, train
+from mixvae.evaluation import evaluate_run
+
+# isort: on
 
 __all__ = [
     "DATASETS",
     "GUIDES",
+    "LIKELIHOODS",
     "PRIORS",
     "VAE",
+    "Run",
     "TrainConfig",
     "__version__",
     "build",
+    "evaluate_run",
     "load_dataset",
     "load_run",
+    "resume",
     "train",
 ]

@@ -105,9 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list() -> None:
+    from mixvae.build import compatible_guides, compatible_priors
     from mixvae.data import DATASETS
     from mixvae.guides import GUIDES
-    from mixvae.inference import compatible_guides, compatible_priors
     from mixvae.models import LIKELIHOODS, PRIORS
 
     print("priors:")
@@ -184,9 +184,9 @@ def _sample(args: argparse.Namespace) -> int:
     import pyro
 
     from mixvae.data import load_dataset
-    from mixvae.inference import load_run
-    from mixvae.inference.figures import plot_sample_grid
-    from mixvae.inference.sampling import sample_images
+    from mixvae.evaluation.sampling import sample_images
+    from mixvae.figures.training import plot_sample_grid
+    from mixvae.runs import load_run
 
     run = load_run(args.run)
     component: int | str | None = args.component
@@ -211,7 +211,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from mixvae.inference.evaluation import evaluate_run
+    from mixvae.evaluation.evaluate import evaluate_run
 
     if args.iw_samples < 1:
         raise ConfigError(f"--iw-samples must be a positive integer, got {args.iw_samples}")

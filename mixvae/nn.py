@@ -58,13 +58,3 @@ def data_plate(x: torch.Tensor, num_data: int | None) -> pyro.plate:
     batch = x.shape[0]
     size = batch if num_data is None else int(num_data)
     return pyro.plate("data", size, subsample=torch.arange(batch, device=x.device))
-
-
-def mixture_variance(weights: torch.Tensor, locs: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """Per-coordinate variance of sum_k w_k N(locs_k, diag scales_k^2) (law of total variance).
-
-    Shapes: ``weights`` ``batch + (K,)``, ``locs`` and ``scales`` ``batch + (K, D)``.
-    """
-    w = weights.unsqueeze(-1)
-    mean = (w * locs).sum(-2, keepdim=True)
-    return (w * (scales**2 + (locs - mean) ** 2)).sum(-2)

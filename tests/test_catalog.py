@@ -29,7 +29,7 @@ def test_vampprior_density_is_the_log_mean_exp_over_pseudo_inputs(guide):
 def test_diag_normal_mixture_matches_torch_mixture_in_value_and_gradient():
     import pyro.distributions as dist
 
-    from mixvae.models.priors import DiagNormalMixture
+    from mixvae.distributions import DiagNormalMixture
 
     torch.manual_seed(0)
     k, d = 30, 40
@@ -50,7 +50,7 @@ def test_diag_normal_mixture_matches_torch_mixture_in_value_and_gradient():
 
 
 def test_diag_normal_mixture_normalises_weights_and_checks_shapes():
-    from mixvae.models.priors import DiagNormalMixture
+    from mixvae.distributions import DiagNormalMixture
 
     torch.manual_seed(1)
     locs, scales, logits = torch.randn(4, 3), torch.rand(4, 3) + 0.2, torch.randn(4)
@@ -180,7 +180,7 @@ def test_zprior_clamp_removes_the_kl_gradient_below_threshold(small_digits):
 
 
 def test_dilokthanakul_clusters_and_samples(small_digits):
-    from mixvae.inference import component_posterior
+    from mixvae.evaluation import component_posterior
 
     model, guide = build(
         TrainConfig(prior="dilokthanakul", guide="dilokthanakul", latent_dim=3, components=4, hidden=(16,)),
@@ -207,7 +207,7 @@ class _IdentityEncoder(torch.nn.Module):
 
 @pytest.mark.parametrize("bic", [False, True])
 def test_posthoc_gmm_recovers_a_known_mixture(bic):
-    from mixvae.inference.posthoc import fit_posthoc_gmm
+    from mixvae.evaluation.posthoc import fit_posthoc_gmm
 
     torch.manual_seed(0)
     means = torch.tensor([[-4.0, 0.0], [0.0, 4.0], [4.0, -1.0]])
@@ -222,8 +222,8 @@ def test_posthoc_gmm_recovers_a_known_mixture(bic):
 
 def test_posthoc_gmm_run_saves_and_reloads_it(small_digits, tmp_path):
     from mixvae import load_run, train
-    from mixvae.inference.posthoc import PosthocGMM
-    from mixvae.inference.sampling import sample_latents
+    from mixvae.evaluation.posthoc import PosthocGMM
+    from mixvae.evaluation.sampling import sample_latents
 
     run = train(
         TrainConfig(

@@ -11,9 +11,10 @@ import torch
 
 from mixvae import load_run
 from mixvae.cli import main
+from mixvae.data import evaluation_data
 from mixvae.errors import CheckpointError
-from mixvae.inference import evaluate_elbo, load_checkpoint, save_checkpoint
-from mixvae.inference.train import evaluation_data
+from mixvae.inference import evaluate_elbo
+from mixvae.runs import load_checkpoint, save_checkpoint
 
 TINY = ["--hidden", "32", "--epochs", "2", "--batch-size", "64", "--quiet"]
 
@@ -109,7 +110,7 @@ def test_checkpoint_reloads_to_the_same_heldout_elbo(prior, guide, tmp_path, sma
     )
     loaded = load_run(tmp_path)
     assert loaded.epoch == 2 and loaded.config == run.config
-    x = evaluation_data(small_digits.test_x, loaded.config)
+    x = evaluation_data(small_digits.test_x, loaded.config.binarize)
     assert evaluate_elbo(loaded.model, loaded.guide, x) == run.summary["heldout_elbo"]
     for a, b in zip(run.model.state_dict().values(), loaded.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)

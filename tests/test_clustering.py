@@ -9,7 +9,8 @@ from pyro import poutine
 
 from mixvae import TrainConfig, build
 from mixvae.errors import ConfigError
-from mixvae.inference import clustering_scores, component_posterior, make_elbo
+from mixvae.evaluation import clustering_scores, component_posterior
+from mixvae.inference import make_elbo
 
 
 def test_model_enumerated_posterior_matches_pyro_marginals(small_digits):

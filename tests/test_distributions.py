@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from mixvae.guides import UnivariateMixtureOfNormals, diag_normal_mixture
+from mixvae.distributions import UnivariateMixtureOfNormals, diag_normal_mixture
 
 LOCS = torch.tensor([[-2.0], [0.5], [3.0]])
 SCALES = torch.tensor([[0.5], [1.0], [0.3]])

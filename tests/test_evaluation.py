@@ -12,17 +12,15 @@ import torch
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal, Normal, kl_divergence
 
 from mixvae import TrainConfig, build, train
-from mixvae.guides import GaussianGuide, MixtureGuide, diag_normal_mixture
-from mixvae.inference import evaluate_elbo
-from mixvae.inference.aggregate import (
+from mixvae.distributions import diag_normal_mixture
+from mixvae.evaluation.aggregate import (
     active_units,
     aggregate_log_prob,
     draw_aggregate_posterior,
     elbo_surgery,
     mmd_test,
 )
-from mixvae.inference.eval_figures import FIGURE_NAMES
-from mixvae.inference.evaluation import (
+from mixvae.evaluation.evaluate import (
     KHAT_THRESHOLD,
     evaluate_run,
     import_arviz,
@@ -31,14 +29,17 @@ from mixvae.inference.evaluation import (
     pareto_khat,
     to_inference_data,
 )
-from mixvae.inference.sample_quality import (
+from mixvae.evaluation.sample_quality import (
     fit_sample_classifier,
     sample_quality,
     score_images,
 )
-from mixvae.inference.sampling import SOURCES
-from mixvae.inference.train import load_run
+from mixvae.evaluation.sampling import SOURCES
+from mixvae.figures.evaluation import FIGURE_NAMES
+from mixvae.guides import GaussianGuide, MixtureGuide
+from mixvae.inference import evaluate_elbo
 from mixvae.models import GMMPrior, StandardPrior
+from mixvae.runs import load_run
 from tests.test_closed_forms import D, P, analytic_elbo, data, linear_gaussian, log_evidence
 
 # ----------------------------------------------------------------------------- helpers

@@ -17,7 +17,8 @@ from mixvae import TrainConfig, load_run, train
 from mixvae.cli import main
 from mixvae.data import Dataset
 from mixvae.errors import CheckpointError, ConfigError, DataError
-from mixvae.inference import evaluate_elbo, load_checkpoint, resume, save_checkpoint
+from mixvae.inference import evaluate_elbo, resume
+from mixvae.runs import load_checkpoint, save_checkpoint
 
 
 def _config(out, **kw):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from mixvae.data import digits as _digits  # noqa: F401 - registers "digits"
 from mixvae.data import mnist as _mnist  # noqa: F401 - registers "mnist", "fashion-mnist"
-from mixvae.data.base import DATASETS, Dataset
+from mixvae.data.base import DATASETS, EVAL_BINARIZE_SEED, Dataset, evaluation_data
 from mixvae.data.idx import read_idx
 
 
@@ -16,4 +16,4 @@ def load_dataset(name: str, data_dir: str | None = None, download: bool = True) 
     return DATASETS[name](data_dir, download)
 
 
-__all__ = ["DATASETS", "Dataset", "load_dataset", "read_idx"]
+__all__ = ["DATASETS", "EVAL_BINARIZE_SEED", "Dataset", "evaluation_data", "load_dataset", "read_idx"]

@@ -41,3 +41,15 @@ class Dataset:
 #: loader(data_dir, download) -> Dataset
 Loader = Callable[[str | None, bool], Dataset]
 DATASETS: Registry[Loader] = Registry("dataset")
+
+
+#: seed of the one-off binarisation of evaluation data (``--binarize dynamic``)
+EVAL_BINARIZE_SEED = 12345
+
+
+def evaluation_data(x: torch.Tensor, binarize: str) -> torch.Tensor:
+    """The data as evaluation sees it: with ``--binarize dynamic``, binarised once with a fixed seed."""
+    if binarize == "dynamic":
+        g = torch.Generator(device=x.device).manual_seed(EVAL_BINARIZE_SEED)
+        return torch.bernoulli(x, generator=g)
+    return x

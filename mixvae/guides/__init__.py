@@ -8,11 +8,12 @@ one :class:`Guide` subclass plus one registry line.
 # isort: off
 from mixvae.guides.base import GUIDES, Guide
 from mixvae.guides.gaussian import GaussianGuide
-from mixvae.guides.mixture import MixtureGuide, UnivariateMixtureOfNormals, diag_normal_mixture
+from mixvae.guides.mixture import MixtureGuide
 from mixvae.guides.categorical import CategoricalGuide
 from mixvae.guides.dilokthanakul import DilokthanakulGuide
 
 # isort: on
+from mixvae.distributions import UnivariateMixtureOfNormals, diag_normal_mixture  # moved; kept importable
 
 __all__ = [
     "GUIDES",

@@ -1,45 +1,52 @@
-"""Inference: the training loop, the objective, clustering and checkpoints."""
+"""Inference: the objectives (Pyro's ELBOs and the direct ELBO), KL warm-up and the training loop.
 
-from mixvae.inference.aggregate import active_units, elbo_surgery, mmd_test, sample_aggregate_posterior
-from mixvae.inference.checkpoint import load_checkpoint, save_checkpoint
-from mixvae.inference.clustering import cluster_assignments, clustering_scores, component_posterior
-from mixvae.inference.evaluation import (
-    evaluate_run,
-    importance_sampling,
-    log_likelihood,
-    pareto_khat,
-    to_inference_data,
-)
-from mixvae.inference.objectives import LatentScale, evaluate_elbo, make_elbo
-from mixvae.inference.pairs import build, check_pair, compatible_guides, compatible_priors
-from mixvae.inference.train import Run, adam, load_run, resume, summarize, train
+Lightning (:mod:`mixvae.inference.lightning`) is a thin adapter over the same
+loss and schedule.  Names that lived here in mixvae 0.1 (``build``,
+``load_run``, ``evaluate_run``, the clustering and aggregate-posterior
+functions, ...) are still importable from here; their homes are
+:mod:`mixvae.build`, :mod:`mixvae.runs` and :mod:`mixvae.evaluation`.
+"""
 
-__all__ = [
-    "LatentScale",
-    "Run",
-    "active_units",
-    "adam",
-    "build",
-    "check_pair",
-    "cluster_assignments",
-    "clustering_scores",
-    "compatible_guides",
-    "compatible_priors",
-    "component_posterior",
-    "elbo_surgery",
-    "evaluate_elbo",
-    "evaluate_run",
-    "importance_sampling",
-    "load_checkpoint",
-    "load_run",
-    "log_likelihood",
-    "make_elbo",
-    "mmd_test",
-    "pareto_khat",
-    "resume",
-    "sample_aggregate_posterior",
-    "save_checkpoint",
-    "summarize",
-    "to_inference_data",
-    "train",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# objectives first: mixvae.evaluation imports them while the training loop imports evaluation
+from mixvae.inference.objectives import LatentScale, TrainingLoss, evaluate_elbo, make_elbo
+from mixvae.inference.optim import adam
+from mixvae.inference.train import resume, train
+
+#: names kept importable from ``mixvae.inference`` for code written against mixvae 0.1
+_MOVED = {
+    "build": "mixvae.build",
+    "check_pair": "mixvae.build",
+    "compatible_guides": "mixvae.build",
+    "compatible_priors": "mixvae.build",
+    "Run": "mixvae.runs",
+    "load_run": "mixvae.runs",
+    "load_checkpoint": "mixvae.runs",
+    "save_checkpoint": "mixvae.runs",
+    "summarize": "mixvae.evaluation",
+    "evaluate_run": "mixvae.evaluation",
+    "importance_sampling": "mixvae.evaluation",
+    "log_likelihood": "mixvae.evaluation",
+    "pareto_khat": "mixvae.evaluation",
+    "to_inference_data": "mixvae.evaluation",
+    "active_units": "mixvae.evaluation",
+    "elbo_surgery": "mixvae.evaluation",
+    "mmd_test": "mixvae.evaluation",
+    "sample_aggregate_posterior": "mixvae.evaluation",
+    "cluster_assignments": "mixvae.evaluation",
+    "clustering_scores": "mixvae.evaluation",
+    "component_posterior": "mixvae.evaluation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'mixvae.inference' has no attribute {name!r}")
+
+
+__all__ = ["LatentScale", "TrainingLoss", "adam", "evaluate_elbo", "make_elbo", "resume", "train"]

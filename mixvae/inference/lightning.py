@@ -20,25 +20,19 @@ from typing import Any
 import pyro
 import torch
 
+from mixvae.build import build, check_names
 from mixvae.config import TrainConfig
-from mixvae.data import Dataset, load_dataset
+from mixvae.data import Dataset, evaluation_data, load_dataset
 from mixvae.errors import ConfigError
+from mixvae.evaluation.summary import summarize
 from mixvae.guides import Guide
-from mixvae.inference.checkpoint import save_checkpoint
 from mixvae.inference.objectives import TrainingLoss
-from mixvae.inference.pairs import build, check_names
-from mixvae.inference.train import (
-    Run,
-    _payload,
-    _Position,
-    adam,
-    check_data,
-    evaluation_data,
-    prepare_run_dir,
-    summarize,
-)
+from mixvae.inference.optim import adam
+from mixvae.inference.setup import check_data
 from mixvae.inference.warmstart import warm_start
 from mixvae.models import VAE
+from mixvae.runs.checkpoint import Position, checkpoint_payload, save_checkpoint
+from mixvae.runs.folder import Run, prepare_run_dir
 
 try:  # optional: pip install 'mixvae[lightning]'
     import lightning as _lightning
@@ -140,7 +134,7 @@ def train_lightning(
     model.prior.initialise_from_data(data.train_x, torch.Generator().manual_seed(config.seed))
     origin = None
     if config.init_from is not None:
-        codes_x = evaluation_data(data.train_x, config)
+        codes_x = evaluation_data(data.train_x, config.binarize)
         origin = warm_start(model, guide, config.init_from, codes_x, config=config, seed=config.seed)
     module = SVIModule(model, guide, config, len(data.train_x))
     loader = torch.utils.data.DataLoader(
@@ -167,9 +161,11 @@ def train_lightning(
         if origin is not None:
             (run_dir / "init_from.json").write_text(json.dumps(origin, indent=2) + "\n")
         optimizer = trainer.optimizers[0] if trainer.optimizers else adam(module.parameters(), config.lr)
-        pos = _Position(epoch=run.epoch, step=int(trainer.global_step))
+        pos = Position(epoch=run.epoch, step=int(trainer.global_step))
         gen = torch.Generator().manual_seed(config.seed)
-        save_checkpoint(run_dir / "checkpoint.pt", _payload(run, optimizer, data.data_dim, pos, gen))
+        save_checkpoint(
+            run_dir / "checkpoint.pt", checkpoint_payload(run, optimizer, data.data_dim, pos, gen)
+        )
         run.summary = summarize(run, data)
         run.summary["devices"] = devices
         (run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")

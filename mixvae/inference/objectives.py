@@ -10,7 +10,7 @@ import torch
 from pyro.infer import ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 
-from mixvae.inference.rng import seeded
+from mixvae.rng import seeded
 
 if TYPE_CHECKING:
     from mixvae.guides import Guide

@@ -22,6 +22,7 @@ from mixvae.errors import ConfigError
 from mixvae.guides import Guide
 from mixvae.models import VAE
 from mixvae.models.priors import FullCovGMMPrior, GMMPrior, Prior
+from mixvae.runs.folder import load_run
 
 if TYPE_CHECKING:
     from mixvae.config import TrainConfig
@@ -136,8 +137,6 @@ def warm_start(
         SHA-256 of the checkpoint that was read (``train`` saves it as
         ``init_from.json`` in the new run folder).
     """
-    from mixvae.inference.train import load_run
-
     source_dir = Path(source_dir)
     checkpoint = source_dir / "checkpoint.pt"
     if not checkpoint.exists():

@@ -13,8 +13,9 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from pyro.ops.indexing import Vindex
 
+from mixvae.distributions import DiagNormalMixture
 from mixvae.errors import ConfigError
-from mixvae.nn import mixture_variance, mlp, positive
+from mixvae.nn import mlp, positive
 from mixvae.registry import Registry
 
 if TYPE_CHECKING:
@@ -280,78 +281,6 @@ class FullCovGMMPrior(GMMPrior):
         return dist.MultivariateNormal(loc, scale_tril=scale)
 
 
-class DiagNormalMixture(dist.TorchDistribution):
-    r"""The mixture :math:`\sum_k w_k \mathcal{N}(\mu_k, \mathrm{diag}\,\sigma_k^2)` of K shared components.
-
-    The same density as torch's ``MixtureSameFamily`` over ``Normal(...).to_event(1)``,
-    computed with matrix products: :math:`\sum_d (z_d - \mu_{kd})^2 / \sigma_{kd}^2`
-    expands into ``z**2 @ (1/sigma**2).T - 2 z @ (mu/sigma**2).T + const_k``, so
-    N points against K components cost an (N, D) x (D, K) product instead of
-    an (N, K, D) tensor.  That matters for the VampPrior (K = 500 pseudo-inputs,
-    or 1,500 Gaussians with a 3-component mixture guide) in training and in
-    importance sampling.  The products run in float64, so the expansion's
-    cancellation costs no precision.
-
-    :param log_weights: (K,) log mixture weights (normalised here).
-    :param locs: (K, D) component means.
-    :param scales: (K, D) component standard deviations.
-    """
-
-    arg_constraints = {
-        "log_weights": constraints.real_vector,
-        "locs": constraints.independent(constraints.real, 2),
-        "scales": constraints.independent(constraints.positive, 2),
-    }
-    support = constraints.independent(constraints.real, 1)
-
-    def __init__(
-        self,
-        log_weights: torch.Tensor,
-        locs: torch.Tensor,
-        scales: torch.Tensor,
-        validate_args: bool | None = None,
-    ) -> None:
-        if locs.dim() != 2 or scales.shape != locs.shape or log_weights.shape != locs.shape[:1]:
-            raise ValueError(
-                "DiagNormalMixture takes log_weights (K,), locs (K, D) and scales (K, D); got "
-                f"{tuple(log_weights.shape)}, {tuple(locs.shape)}, {tuple(scales.shape)}"
-            )
-        self.log_weights, self.locs, self.scales = log_weights.log_softmax(-1), locs, scales
-        super().__init__(torch.Size(), locs.shape[-1:], validate_args=validate_args)
-
-    def component_log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """log w_k + log N(value; mu_k, sigma_k^2) for every component k, shape ``value.shape[:-1] + (K,)``."""
-        d = self.locs.shape[-1]
-        if value.shape[-1:] != (d,):
-            raise ValueError(
-                f"DiagNormalMixture of dimension {d} cannot score values of shape {tuple(value.shape)}"
-            )
-        z = value.reshape(-1, d).double()
-        prec = self.scales.double() ** -2  # (K, D)
-        locs = self.locs.double()
-        maha = (z**2) @ prec.T - 2 * z @ (locs * prec).T + (locs**2 * prec).sum(-1)  # (N, K)
-        log_norm = -self.scales.double().log().sum(-1) - 0.5 * d * math.log(2 * math.pi)
-        joint = self.log_weights.double() + log_norm - 0.5 * maha
-        return joint.reshape(*value.shape[:-1], -1).to(value.dtype)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        # the log-sum-exp in float64 too, then back to the value's dtype
-        return self.component_log_prob(value.double()).logsumexp(-1).to(value.dtype)
-
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        with torch.no_grad():
-            k = dist.Categorical(logits=self.log_weights).sample(sample_shape)
-            return self.locs[k] + self.scales[k] * torch.randn_like(self.locs[k])
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return (self.log_weights.exp().unsqueeze(-1) * self.locs).sum(-2)
-
-    @property
-    def variance(self) -> torch.Tensor:
-        return mixture_variance(self.log_weights.exp(), self.locs, self.scales)
-
-
 @PRIORS.register("vampprior")
 class VampPrior(Prior):
     r"""The VampPrior of Tomczak & Welling (2018): the encoder at learned pseudo-inputs.
@@ -561,7 +490,7 @@ class PosthocGMMPrior(StandardPrior):
 
     Trained exactly like ``standard``; at the end of training a full-covariance
     GMM is fitted to the aggregate posterior and saved with the run
-    (``posthoc_gmm.pt``, see :mod:`mixvae.inference.posthoc`) for sampling and
+    (``posthoc_gmm.pt``, see :mod:`mixvae.evaluation.posthoc`) for sampling and
     likelihood evaluation.  Any other run gets one on first use.
     """
 

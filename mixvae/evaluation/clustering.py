@@ -10,8 +10,8 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from mixvae.errors import ConfigError
 from mixvae.guides import Guide
-from mixvae.inference.rng import seeded
 from mixvae.models import VAE
+from mixvae.rng import seeded
 
 
 @torch.no_grad()

@@ -19,10 +19,10 @@ import numpy as np
 import pyro
 import torch
 
+from mixvae.evaluation.aggregate import Latents, draw_latents, log_q
 from mixvae.guides import Guide
-from mixvae.inference.aggregate import Latents, draw_latents, log_q
-from mixvae.inference.rng import seeded
 from mixvae.models import VAE
+from mixvae.rng import seeded
 
 #: k-hat above which importance sampling is unreliable (Vehtari et al. 2024)
 KHAT_THRESHOLD = 0.7

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from mixvae.data import Dataset
 from mixvae.guides import Guide
 from mixvae.models import VAE
 
+if TYPE_CHECKING:
+    from mixvae.runs.folder import Run
 
-def _figure(width: float, height: float) -> Any:
+
+def new_figure(width: float, height: float) -> Any:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100)
 
 
-def _image_grid(images: torch.Tensor, rows: int, cols: int, shape: tuple[int, int]) -> np.ndarray:
+def image_grid(images: torch.Tensor, rows: int, cols: int, shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
     imgs = images.detach().cpu().reshape(rows, cols, h, w).clamp(0, 1)
     return imgs.permute(0, 2, 1, 3).reshape(rows * h, cols * w).numpy()
@@ -27,7 +31,7 @@ def _image_grid(images: torch.Tensor, rows: int, cols: int, shape: tuple[int, in
 
 def plot_losses(metrics: Sequence[dict[str, Any]], path: str | Path) -> None:
     """Training loss (negative beta-ELBO) and held-out negative ELBO per epoch."""
-    fig = _figure(6, 4)
+    fig = new_figure(6, 4)
     ax = fig.add_subplot()
     epochs = [m["epoch"] for m in metrics]
     ax.plot(epochs, [m["train_loss"] for m in metrics], label="train loss (-ELBO, with warm-up)")
@@ -46,9 +50,9 @@ def plot_reconstructions(
     """Top row: data; bottom row: decoder mean at the encoder mean."""
     n = min(10, len(x))
     recon = model.decoder.mean(guide.q_z(x[:n]).mean)
-    fig = _figure(n, 2.2)
+    fig = new_figure(n, 2.2)
     ax = fig.add_subplot()
-    ax.imshow(_image_grid(torch.cat([x[:n], recon]), 2, n, shape), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(image_grid(torch.cat([x[:n], recon]), 2, n, shape), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     ax.set_title("data (top) and reconstructions (bottom)")
     fig.tight_layout()
@@ -65,9 +69,9 @@ def plot_prior_samples(model: VAE, shape: tuple[int, int], path: str | Path, col
     else:
         rows, title = cols, "samples from the prior"
         images = model.sample(rows * cols)
-    fig = _figure(cols, rows + 0.4)
+    fig = new_figure(cols, rows + 0.4)
     ax = fig.add_subplot()
-    ax.imshow(_image_grid(images, rows, cols, shape), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(image_grid(images, rows, cols, shape), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     ax.set_title(title)
     fig.tight_layout()
@@ -78,7 +82,7 @@ def plot_prior_samples(model: VAE, shape: tuple[int, int], path: str | Path, col
 def plot_latent_scatter(guide: Guide, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path) -> None:
     """Encoder means of a 2-D latent code, coloured by label."""
     z = guide.q_z(x).mean.cpu().numpy()
-    fig = _figure(5, 5)
+    fig = new_figure(5, 5)
     ax = fig.add_subplot()
     colours = None if labels is None else labels.cpu().numpy()
     points = ax.scatter(z[:, 0], z[:, 1], c=colours, cmap="tab10", s=4)
@@ -92,12 +96,30 @@ def plot_latent_scatter(guide: Guide, x: torch.Tensor, labels: torch.Tensor | No
 
 
 def plot_sample_grid(images: torch.Tensor, shape: tuple[int, int], path: str | Path, title: str) -> None:
-    """A grid of images shaped (rows, cols, P), as :func:`mixvae.inference.sampling.sample_images` returns."""
+    """A grid of images shaped (rows, cols, P), as :func:`mixvae.evaluation.sampling.sample_images` returns."""
     rows, cols = images.shape[:2]
-    fig = _figure(max(2.0, cols * 0.6), rows * 0.6 + 0.5)
+    fig = new_figure(max(2.0, cols * 0.6), rows * 0.6 + 0.5)
     ax = fig.add_subplot()
-    ax.imshow(_image_grid(images.reshape(rows * cols, -1), rows, cols, shape), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(image_grid(images.reshape(rows * cols, -1), rows, cols, shape), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def write_figures(run: Run, data: Dataset, metrics: list[dict[str, Any]]) -> None:
+    """loss_curves.png, reconstructions.png, prior_samples.png and (D = 2) latent_scatter.png."""
+    assert run.run_dir is not None
+    device = next(run.model.parameters()).device
+    test_x = data.test_x.to(device)
+    if metrics:
+        plot_losses(metrics, run.run_dir / "loss_curves.png")
+    if data.image_shape is not None:
+        plot_reconstructions(
+            run.model, run.guide, test_x, data.image_shape, run.run_dir / "reconstructions.png"
+        )
+        plot_prior_samples(run.model, data.image_shape, run.run_dir / "prior_samples.png")
+    if run.config.latent_dim == 2:
+        n = min(5000, len(test_x))
+        labels = None if data.test_y is None else data.test_y[:n]
+        plot_latent_scatter(run.guide, test_x[:n], labels, run.run_dir / "latent_scatter.png")

@@ -6,9 +6,10 @@ import torch
 
 from mixvae.data import Dataset
 from mixvae.errors import ConfigError
-from mixvae.inference.aggregate import sample_aggregate_posterior
-from mixvae.inference.clustering import cluster_assignments
-from mixvae.inference.train import Run, ensure_posthoc_gmm
+from mixvae.evaluation.aggregate import sample_aggregate_posterior
+from mixvae.evaluation.clustering import cluster_assignments
+from mixvae.evaluation.posthoc import ensure_posthoc_gmm
+from mixvae.runs.folder import Run
 
 SOURCES = ("prior", "aggregate", "posthoc-gmm")
 

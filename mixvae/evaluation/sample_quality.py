@@ -6,7 +6,7 @@ samples: a source whose samples look like data gets confident predictions
 histogram with entropy near log C).  This is the idea behind the Inception
 score (Salimans et al. 2016), with a small classifier of the data set itself.
 
-The latent sources are those of :mod:`mixvae.inference.sampling`
+The latent sources are those of :mod:`mixvae.evaluation.sampling`
 (``prior``, ``aggregate``, ``posthoc-gmm``); a source added there is scored
 here without any change.
 """
@@ -22,9 +22,9 @@ import torch
 from scipy.stats import entropy
 
 from mixvae.data import Dataset
-from mixvae.inference.rng import seeded
-from mixvae.inference.sampling import SOURCES, sample_latents
-from mixvae.inference.train import Run
+from mixvae.evaluation.sampling import SOURCES, sample_latents
+from mixvae.rng import seeded
+from mixvae.runs.folder import Run
 
 
 def fit_sample_classifier(x: torch.Tensor, y: torch.Tensor, *, max_train: int = 10000, seed: int = 0) -> Any:
@@ -105,7 +105,7 @@ def sample_quality(
 ) -> dict[str, SourceQuality]:
     r"""Decode ``num_samples`` latent codes from each source and score the images.
 
-    Codes come from :func:`mixvae.inference.sampling.sample_latents` (the
+    Codes come from :func:`mixvae.evaluation.sampling.sample_latents` (the
     ``posthoc-gmm`` source fits and saves the run's post-hoc GMM on first use);
     images are decoder means :math:`\mathbb{E}[x \mid z]`.  Each source runs
     on its own forked torch stream seeded with ``seed``, so its draws do not
@@ -113,7 +113,7 @@ def sample_quality(
     left untouched.
 
     :param data: the run's data; the ``aggregate`` and ``posthoc-gmm`` sources use its training part.
-    :param sources: names from :data:`mixvae.inference.sampling.SOURCES`.
+    :param sources: names from :data:`mixvae.evaluation.sampling.SOURCES`.
     """
     device = next(run.model.parameters()).device
     out: dict[str, SourceQuality] = {}

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyro.distributions as dist
 import torch
 from sklearn.mixture import GaussianMixture
 
+from mixvae.data import Dataset
 from mixvae.guides import Guide
-from mixvae.inference.checkpoint import load_checkpoint, save_checkpoint
+from mixvae.runs.checkpoint import load_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:
+    from mixvae.runs.folder import Run
 
 FILENAME = "posthoc_gmm.pt"
 
@@ -111,3 +116,20 @@ def fit_posthoc_gmm(
         return torch.as_tensor(a, dtype=torch.float32, device=device)
 
     return PosthocGMM(t(best.weights_), t(best.means_), t(best.covariances_), source)
+
+
+def ensure_posthoc_gmm(run: Run, data: Dataset, refit: bool = False) -> PosthocGMM:
+    """The run's post-hoc GMM: loaded from the run folder, or fitted and saved there."""
+    assert run.run_dir is not None
+    gmm = None if refit else PosthocGMM.load(run.run_dir)
+    if gmm is None:
+        device = next(run.guide.parameters()).device
+        gmm = fit_posthoc_gmm(
+            run.guide,
+            data.train_x.to(device),
+            run.config.posthoc_components,
+            select_by_bic=run.config.posthoc_bic,
+            seed=run.config.seed,
+        )
+        gmm.save(run.run_dir)
+    return gmm

@@ -27,8 +27,8 @@ import pyro
 import torch
 
 from mixvae.guides import Guide
-from mixvae.inference.rng import seeded
 from mixvae.models import VAE
+from mixvae.rng import seeded
 
 #: default cap on the elements of one pairwise log-density block (8M floats, 32 MB)
 MAX_PAIR_ELEMENTS = 2**23

@@ -5,11 +5,11 @@ The pieces (each usable on its own):
 * :func:`log_likelihood` / :func:`importance_sampling`: the importance-weighted
   estimate of :math:`\log p(x)` (Burda et al. 2016) and the Pareto
   :math:`\hat k` of its weights (Vehtari et al. 2024, via ArviZ)
-  (:mod:`mixvae.inference.likelihood`, re-exported here).
+  (:mod:`mixvae.evaluation.likelihood`, re-exported here).
 * ELBO surgery, active units and an MMD test of :math:`q(z)` against
-  :math:`p(z)` (:mod:`mixvae.inference.aggregate`).
+  :math:`p(z)` (:mod:`mixvae.evaluation.aggregate`).
 * :func:`clustering_baselines`: k-means and a Gaussian mixture on the encoder means.
-* Sample quality by latent source (:mod:`mixvae.inference.sample_quality`).
+* Sample quality by latent source (:mod:`mixvae.evaluation.sample_quality`).
 * :func:`to_inference_data`: prior and aggregate-posterior draws plus the
   training history as an :class:`arviz.InferenceData`.
 * :func:`evaluate_run`: all of the above for a run folder, written to
@@ -30,18 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from mixvae.data import Dataset, load_dataset
+from mixvae.data import Dataset, evaluation_data, load_dataset
 from mixvae.errors import ConfigError
-from mixvae.guides import Guide
-from mixvae.inference.aggregate import (
+from mixvae.evaluation.aggregate import (
     AggregateDraws,
     active_units,
     draw_aggregate_posterior,
     elbo_surgery,
     mmd_test,
 )
-from mixvae.inference.clustering import cluster_assignments, clustering_scores
-from mixvae.inference.likelihood import (
+from mixvae.evaluation.clustering import cluster_assignments, clustering_scores
+from mixvae.evaluation.likelihood import (
     KHAT_THRESHOLD,
     ImportanceResult,
     import_arviz,
@@ -49,12 +48,13 @@ from mixvae.inference.likelihood import (
     log_likelihood,
     pareto_khat,
 )
+from mixvae.evaluation.posthoc import ensure_posthoc_gmm, latent_codes
+from mixvae.evaluation.sample_quality import fit_sample_classifier, sample_quality, score_images
+from mixvae.guides import Guide
 from mixvae.inference.objectives import evaluate_elbo, has_discrete_site
-from mixvae.inference.posthoc import latent_codes
-from mixvae.inference.rng import seeded
-from mixvae.inference.sample_quality import fit_sample_classifier, sample_quality, score_images
-from mixvae.inference.train import Run, ensure_posthoc_gmm, evaluation_data, load_run
 from mixvae.models import VAE
+from mixvae.rng import seeded
+from mixvae.runs.folder import Run, load_run, read_metrics
 
 __all__ = [
     "KHAT_THRESHOLD",
@@ -95,7 +95,7 @@ def clustering_baselines(
 
     Both are fitted to the encoder means of ``fit_x`` (the training data, as
     the model was; default ``x``) and then assign the points of ``x``, scored
-    with :func:`~mixvae.inference.clustering.clustering_scores`.  They answer
+    with :func:`~mixvae.evaluation.clustering.clustering_scores`.  They answer
     "does the mixture prior cluster better than clustering the codes of the
     same encoder afterwards?".
 
@@ -122,14 +122,6 @@ def clustering_baselines(
 
 
 # ----------------------------------------------------------------------------- ArviZ
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records of ``RUN/metrics.jsonl`` (empty when there is none)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _inference_data(
@@ -272,13 +264,13 @@ def evaluate_run(
     ``kmeans``, ``gmm``: baselines on the encoder means, K = the prior's
     components or else the number of classes; needs labels) and
     ``sample_quality`` (one entry per source of
-    :data:`mixvae.inference.sampling.SOURCES`, plus ``data`` for real images of
+    :data:`mixvae.evaluation.sampling.SOURCES`, plus ``data`` for real images of
     the split; needs training labels).  The ``posthoc-gmm`` source fits and
     saves ``RUN/posthoc_gmm.pt`` when the run has none yet.
 
     :param dataset: data to evaluate on instead of loading ``config.dataset``.
     :param classifier: a fitted classifier with ``predict_proba`` for the sample
-        scores (default: :func:`~mixvae.inference.sample_quality.fit_sample_classifier`
+        scores (default: :func:`~mixvae.evaluation.sample_quality.fit_sample_classifier`
         on the training images), so that several runs can share one.
     :param surgery_points: score this many datapoints in ELBO surgery (default
         all N; the cost grows as points x N).
@@ -292,8 +284,8 @@ def evaluate_run(
     raw_x = data.test_x if split == "test" else data.train_x
     labels = data.test_y if split == "test" else data.train_y
     labels = None if labels is None else labels.cpu()
-    x = evaluation_data(raw_x.to(device), config)
-    train_x = evaluation_data(data.train_x.to(device), config)
+    x = evaluation_data(raw_x.to(device), config.binarize)
+    train_x = evaluation_data(data.train_x.to(device), config.binarize)
     result: dict[str, Any] = {
         "prior": config.prior,
         "guide": config.guide,
@@ -358,7 +350,7 @@ def evaluate_run(
     idata = _inference_data(run, prior_z, posterior.z, read_metrics(run_dir))
     idata.to_netcdf(str(run_dir / "inference_data.nc"))
     if figures:
-        from mixvae.inference import eval_figures
+        from mixvae.figures import evaluation as eval_figures
 
         shown = "model" if "model" in clusters else "kmeans"
         result["figures"] = eval_figures.write_evaluation_figures(

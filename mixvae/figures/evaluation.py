@@ -15,22 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mixvae.inference.figures import _figure, _image_grid
-from mixvae.inference.rng import seeded
+from mixvae.figures.training import image_grid, new_figure
 from mixvae.models import VAE
+from mixvae.rng import seeded
+from mixvae.runs.folder import EVALUATION_FIGURES as FIGURE_NAMES
 
 #: latent dimensions shown in the density figure
 MAX_DENSITY_DIMS = 16
-
-#: every file :func:`write_evaluation_figures` may write into a run folder
-FIGURE_NAMES = (
-    "eval_latent_densities.png",
-    "eval_latent_projection.png",
-    "eval_khat.png",
-    "eval_confusion.png",
-    "eval_samples_by_source.png",
-    "eval_component_samples.png",
-)
 
 
 def _kde_curve(values: np.ndarray, grid: np.ndarray) -> np.ndarray | None:
@@ -51,7 +42,7 @@ def plot_latent_densities(prior_z: torch.Tensor, posterior_z: torch.Tensor, path
     d = min(p.shape[1], MAX_DENSITY_DIMS)
     cols = min(d, 4)
     rows = math.ceil(d / cols)
-    fig = _figure(3 * cols, 2.6 * rows + 0.6)
+    fig = new_figure(3 * cols, 2.6 * rows + 0.6)
     for j in range(d):
         ax = fig.add_subplot(rows, cols, j + 1)
         lo, hi = min(p[:, j].min(), q[:, j].min()), max(p[:, j].max(), q[:, j].max())
@@ -112,7 +103,7 @@ def plot_latent_projection(
     else:
         dens = gaussian_kde(pp.T)(grid)
         how = "KDE of projected draws"
-    fig = _figure(6.5, 5)
+    fig = new_figure(6.5, 5)
     ax = fig.add_subplot()
     colours = None if labels is None else labels.cpu().numpy()
     points = ax.scatter(qp[:, 0], qp[:, 1], c=colours, cmap="tab10", s=4, label="aggregate posterior draws")
@@ -138,14 +129,14 @@ def plot_sample_sources(
 ) -> Any:
     """Decoded samples from each latent source side by side (``grid`` x ``grid`` each).
 
-    ``scores`` (name -> :class:`~mixvae.inference.sample_quality.SourceQuality`)
+    ``scores`` (name -> :class:`~mixvae.evaluation.sample_quality.SourceQuality`)
     puts the classifier scores under each panel.  Size (3.2 sources) x 3.9 inches.
     """
-    fig = _figure(3.2 * len(images), 3.9)
+    fig = new_figure(3.2 * len(images), 3.9)
     for i, (name, imgs) in enumerate(images.items()):
         ax = fig.add_subplot(1, len(images), i + 1)
         rows = min(grid, len(imgs) // grid)
-        ax.imshow(_image_grid(imgs[: rows * grid], rows, grid, shape), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(image_grid(imgs[: rows * grid], rows, grid, shape), cmap="gray", vmin=0, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(name)
@@ -172,7 +163,7 @@ def plot_confusion(
     cluster_ids, label_ids = np.unique(clusters), np.unique(labels)
     order = np.lexsort((-counts.max(1), counts.argmax(1)))  # by majority label, then size
     counts, cluster_ids = counts[order], cluster_ids[order]
-    fig = _figure(6.5, 5.5)
+    fig = new_figure(6.5, 5.5)
     ax = fig.add_subplot()
     im = ax.imshow(counts, cmap="Blues", aspect="auto", vmin=0)
     fig.colorbar(im, ax=ax, label="count")
@@ -202,9 +193,9 @@ def plot_component_samples(model: VAE, shape: tuple[int, int], path: str | Path,
         raise ValueError(f"prior {model.prior.name!r} has no components")
     images = torch.cat([model.sample(cols, component=j) for j in range(k)])
     h, w = shape
-    fig = _figure(0.6 * cols + 1.2, 0.6 * k + 1)
+    fig = new_figure(0.6 * cols + 1.2, 0.6 * k + 1)
     ax = fig.add_subplot()
-    ax.imshow(_image_grid(images, k, cols, shape), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(image_grid(images, k, cols, shape), cmap="gray", vmin=0, vmax=1)
     ax.set_yticks([h * (j + 0.5) for j in range(k)], [str(j) for j in range(k)])
     ax.set_xticks([w * (j + 0.5) for j in range(cols)], [str(j + 1) for j in range(cols)])
     ax.tick_params(labelsize=6)
@@ -220,7 +211,7 @@ def plot_khat(khat: torch.Tensor, path: str | Path) -> Any:
     """Histogram of the per-datapoint Pareto k-hat with the 0.5 and 0.7 thresholds. 6 x 4 inches."""
     k = khat.cpu().numpy()
     finite = k[np.isfinite(k)]
-    fig = _figure(6, 4)
+    fig = new_figure(6, 4)
     ax = fig.add_subplot()
     ax.hist(finite, bins=40, color="grey", label="datapoints")
     ax.axvline(0.5, color="tab:orange", linestyle="--", label="0.5: good below")
