@@ -43,3 +43,10 @@ __all__ = [
     "resume",
     "train",
 ]
+
+# Last, once every built-in part is registered (a plugin may import any of mixvae):
+# the installed plugins, entry points of the group "mixvae.plugins".  One that fails
+# to import is a one-line PluginWarning; mixvae.plugins runs this once per process.
+from mixvae.plugins import load_entry_point_plugins
+
+load_entry_point_plugins()

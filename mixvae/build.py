@@ -13,7 +13,7 @@ from __future__ import annotations
 from mixvae.config import TrainConfig
 from mixvae.errors import ConfigError, IncompatiblePairError
 from mixvae.guides import GUIDES, Guide
-from mixvae.models import LIKELIHOODS, PRIORS, VAE, GMMPrior, Prior
+from mixvae.models import LIKELIHOODS, PRIORS, VAE, Prior
 
 
 def pair_problem(prior: type[Prior] | Prior, guide: type[Guide] | Guide) -> str | None:
@@ -81,7 +81,7 @@ def check_names(config: TrainConfig) -> None:
     problem = pair_problem(PRIORS[config.prior], GUIDES[config.guide])
     if problem:
         raise _refuse(problem, config.prior, config.guide)
-    if config.mixture_weights != "learned" and not issubclass(PRIORS[config.prior], GMMPrior):
+    if config.mixture_weights != "learned" and not PRIORS[config.prior].has_mixing_weights:
         raise ConfigError(
             f"--mixture-weights {config.mixture_weights} applies to the priors with learned mixing "
             f"weights (gmm, gmm-full); prior {config.prior!r} has none to fix: drop the flag"

@@ -1,6 +1,9 @@
-"""The ``mixvae`` command: ``mixvae train`` and ``mixvae list``.
+"""The ``mixvae`` command: ``mixvae train``, ``list``, ``evaluate`` and ``sample``.
 
 Every flag of ``mixvae train`` is a field of :class:`~mixvae.config.TrainConfig`.
+``--plugin MODULE`` (repeatable, before or after the command) and the
+environment variable ``MIXVAE_PLUGINS`` import plugin modules that register
+more parts (:mod:`mixvae.plugins`) before the rest of the command line is read.
 Errors a user can cause print one line and exit with status 2.
 """
 
@@ -11,9 +14,14 @@ import dataclasses
 import sys
 import typing
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from mixvae.config import TrainConfig
-from mixvae.errors import ConfigError, MixvaeError
+from mixvae.errors import ConfigError, MixvaeError, PluginError
+from mixvae.plugins import ENV_VAR, load_env_plugins, load_plugin, plugin_module, record_plugins
+
+if TYPE_CHECKING:
+    from mixvae.registry import Registry
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -28,6 +36,8 @@ def _hidden(text: str) -> tuple[int, ...]:
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
+        if not f.metadata.get("flag", True):  # recorded by training, not set by hand
+            continue
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         kind = hints[f.name]
@@ -47,11 +57,37 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=f.name, type=conv, help=f"{help_text} (default: {f.default})")
 
 
+PLUGIN_HELP = (
+    "import MODULE first, a plugin that registers priors, guides, likelihoods or data sets "
+    f"(repeatable; {ENV_VAR}=MODULE,... does the same; installed plugins load by themselves)"
+)
+
+
+def _add_plugin_flag(parser: argparse.ArgumentParser) -> None:
+    # Read by plugin_flags() before this parser is built; here for --help and so that
+    # the flag is accepted on either side of the command.
+    parser.add_argument(
+        "--plugin", action="append", metavar="MODULE", default=argparse.SUPPRESS, help=PLUGIN_HELP
+    )
+
+
+def plugin_flags(argv: Sequence[str]) -> list[str]:
+    """The modules named by ``--plugin`` anywhere in ``argv``, in order."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    try:
+        known, _ = pre.parse_known_args(list(argv))
+    except argparse.ArgumentError:  # e.g. --plugin without a value: the full parser reports it
+        return []
+    return known.plugin
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mixvae",
         description="Variational autoencoders with swappable Gaussian and mixture priors and guides.",
     )
+    _add_plugin_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser(
         "train",
@@ -68,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu", "auto"), help="with --devices")
     train.add_argument("--strategy", default="ddp", help="Lightning strategy with --devices (default: ddp)")
-    sub.add_parser("list", help="list the priors, guides, likelihoods and data sets")
+    listing = sub.add_parser("list", help="list the priors, guides, likelihoods and data sets")
     evaluate = sub.add_parser("evaluate", help="log-likelihood, ELBO surgery, clustering and sample quality")
     evaluate.add_argument("run", help="the run folder")
     evaluate.add_argument(
@@ -101,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.add_argument("--out", default=None, help="PNG path (default: RUN/samples-SOURCE[-COMPONENT].png)")
+    for command in (train, listing, evaluate, sample):
+        _add_plugin_flag(command)
     return parser
 
 
@@ -110,20 +148,25 @@ def _list() -> None:
     from mixvae.guides import GUIDES
     from mixvae.models import LIKELIHOODS, PRIORS
 
+    def origin(registry: Registry[Any], name: str) -> str:
+        module = plugin_module(registry, name)
+        return "" if module is None else f" (from plugin module {module})"
+
     print("priors:")
     for name, cls in PRIORS.items():
-        print(f"  {name:<14} {cls.story}")
+        print(f"  {name:<14} {cls.story}{origin(PRIORS, name)}")
         print(f"  {'':<14} pairs with guides: {', '.join(compatible_guides(name))}")
     print("guides:")
     for name, cls in GUIDES.items():
-        print(f"  {name:<14} {cls.story}")
+        print(f"  {name:<14} {cls.story}{origin(GUIDES, name)}")
         print(f"  {'':<14} pairs with priors: {', '.join(compatible_priors(name))}")
     print("likelihoods:")
     for name, cls in LIKELIHOODS.items():
-        print(f"  {name:<14} {cls.story}")
+        print(f"  {name:<14} {cls.story}{origin(LIKELIHOODS, name)}")
     print("datasets:")
     for name, loader in DATASETS.items():
-        print(f"  {name:<14} {(loader.__doc__ or '').strip().splitlines()[0]}")
+        doc = (loader.__doc__ or "").strip().splitlines()
+        print(f"  {name:<14} {doc[0] if doc else ''}{origin(DATASETS, name)}")
 
 
 #: flags that may change when a run is resumed: how long, where it runs, where its data live
@@ -152,7 +195,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.devices < 1:
             raise ConfigError(f"--devices must be a positive integer, got {args.devices}")
         run = train_lightning(
-            TrainConfig(**given),
+            record_plugins(TrainConfig(**given)),
             devices=args.devices,
             accelerator=args.accelerator,
             strategy=args.strategy,
@@ -161,7 +204,7 @@ def _train(args: argparse.Namespace) -> int:
         if run.summary is None:  # a worker process of rank > 0
             return 0
     else:
-        run = train(TrainConfig(**given), progress=not args.quiet)
+        run = train(record_plugins(TrainConfig(**given)), progress=not args.quiet)
     if run.interrupted:
         print(
             f"mixvae: {run.interrupted} after {run.epoch} full epochs; checkpoint written to "
@@ -241,6 +284,18 @@ def _image_shape(dataset: str, data_dim: int) -> tuple[int, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mixvae`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The plugins first: their parts must be registered before any name is checked.
+    try:
+        try:
+            load_env_plugins()
+        except PluginError as e:
+            raise PluginError(f"{ENV_VAR}: {e}", e.module, e.problem) from None
+        for module in plugin_flags(argv):
+            load_plugin(module)
+    except MixvaeError as e:
+        print(f"mixvae: error: {e}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":

@@ -94,9 +94,16 @@ class TrainConfig:
     device: str = _opt("cpu", "torch device: cpu | cuda")
     out: str | None = _opt(None, "run folder (default: runs/PRIOR-GUIDE-DATASET-TIMESTAMP)")
     overwrite: bool = _opt(False, "replace a run already in --out")
+    plugins: tuple[str, ...] = _opt(
+        (),
+        "modules that registered this run's parts, imported before it is rebuilt (recorded by "
+        "training, see mixvae.plugins; not a flag: load a plugin with --plugin MODULE)",
+        flag=False,
+    )
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
+        self.plugins = (self.plugins,) if isinstance(self.plugins, str) else tuple(self.plugins)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first impossible setting and its fix."""
@@ -140,10 +147,14 @@ class TrainConfig:
                 raise ConfigError(f"{flag} must be {allowed}, got {getattr(self, f.name)!r}")
         if self.binarize == "dynamic" and self.likelihood != "bernoulli":
             raise ConfigError("--binarize dynamic needs --likelihood bernoulli")
+        for module in self.plugins:
+            if not isinstance(module, str) or not all(p.isidentifier() for p in module.split(".")):
+                raise ConfigError(f"plugins must be module names such as 'package.module', got {module!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
+        d["plugins"] = list(self.plugins)
         return d
 
     def to_json(self) -> str:

@@ -230,3 +230,25 @@ def diag_normal_mixture(
     if locs.shape[-1] == 1:
         return UnivariateMixtureOfNormals(locs, scales, logits)
     return MixtureOfDiagNormals(locs, scales, logits)
+
+
+def distribution_mean(q: torch.distributions.Distribution, num_samples: int = 256) -> torch.Tensor:
+    """``q.mean`` where the distribution has a closed form, else the mean of ``num_samples`` draws.
+
+    A normalizing-flow q(z|x) (a ``TransformedDistribution``) has no closed-form
+    mean; figures, warm starts and evaluation then use the sample mean.
+    """
+    try:
+        return q.mean
+    except NotImplementedError:
+        with torch.no_grad():
+            return q.sample(torch.Size([num_samples])).mean(0)
+
+
+def distribution_variance(q: torch.distributions.Distribution, num_samples: int = 256) -> torch.Tensor:
+    """``q.variance`` where the distribution has a closed form, else the variance of draws."""
+    try:
+        return q.variance
+    except NotImplementedError:
+        with torch.no_grad():
+            return q.sample(torch.Size([num_samples])).var(0)

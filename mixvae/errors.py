@@ -27,6 +27,19 @@ class IncompatiblePairError(ConfigError):
     """A prior and a guide that cannot be trained together."""
 
 
+class PluginError(ConfigError):
+    """A plugin module that fails to import, or registers a name another module holds.
+
+    :param module: the plugin module.
+    :param problem: what went wrong, in a few words (e.g. ``"ImportError: No module named 'x'"``).
+    """
+
+    def __init__(self, message: str, module: str | None = None, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.module = module
+        self.problem = problem
+
+
 class DataError(MixvaeError, ValueError):
     """Data that is missing, corrupt, or does not fit the likelihood."""
 
@@ -37,3 +50,7 @@ class CheckpointError(MixvaeError, RuntimeError):
 
 class TrainingDiverged(MixvaeError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class ObjectiveMismatch(MixvaeError, RuntimeError):
+    """The direct ELBO and Pyro's ELBO differ: a part's Pyro program is not what it declares."""

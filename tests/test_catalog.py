@@ -204,6 +204,9 @@ class _IdentityEncoder(torch.nn.Module):
 
         return dist.Normal(x, 1e-3).to_event(1)
 
+    def q_mean(self, x):
+        return x
+
 
 @pytest.mark.parametrize("bic", [False, True])
 def test_posthoc_gmm_recovers_a_known_mixture(bic):

@@ -47,9 +47,9 @@ def test_code_variances_are_added_to_each_component():
     variances = torch.stack([torch.full((2,), 0.1 * (k + 1)) for k in labels.tolist()])
     for prior in (FullCovGMMPrior(2, 3), GMMPrior(2, 3)):
         fit_prior_to_codes(prior, z)
-        before = prior.marginal().component_distribution.variance.clone()
+        before = torch.stack([prior.component_distribution(k).variance for k in range(3)])
         fit_prior_to_codes(prior, z, code_variances=variances)
-        after = prior.marginal().component_distribution.variance
+        after = torch.stack([prior.component_distribution(k).variance for k in range(3)])
         # the clusters are well separated: component k gains cluster k's variance
         order = prior.locs[:, 0].argsort()
         added = (after - before)[order]

@@ -253,7 +253,7 @@ def active_units(
     mixture mean for mixture guides); the covariance is the unbiased sample
     variance over the rows of ``x``.
     """
-    means = torch.cat([guide.q_z(xb).mean for xb in x.split(batch_size)])
+    means = torch.cat([guide.q_mean(xb) for xb in x.split(batch_size)])
     variances = means.var(0)
     return ActiveUnits(int((variances > threshold).sum()), variances)
 

@@ -309,7 +309,7 @@ def evaluate_run(
     iw_args = dict(chunk_samples=chunk_samples, batch_size=batch_size, seed=_sub_seed(seed, "iw"), khat=True)
     iw = importance_sampling(model, guide, x, iw_samples, **iw_args)
     result.update(_iw_summary(iw))
-    if getattr(model.prior, "fits_posthoc_gmm", False):
+    if model.prior.fits_posthoc_gmm:
         # For this prior, p(z) in the likelihood is the GMM fitted to q(z) after
         # training.  The same seed gives the same draws of z, so the difference
         # to log_likelihood above is free of sampling noise in q.

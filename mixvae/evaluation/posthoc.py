@@ -82,7 +82,7 @@ def latent_codes(
     """Encoder means (``source="means"``) or one draw per datapoint (``"samples"``) of q(z|x)."""
     if source not in ("means", "samples"):
         raise ValueError(f"source must be 'means' or 'samples', got {source!r}")
-    out = [(guide.q_z(b).mean if source == "means" else guide.q_z(b).sample()) for b in x.split(batch_size)]
+    out = [(guide.q_mean(b) if source == "means" else guide.q_z(b).sample()) for b in x.split(batch_size)]
     return torch.cat(out)
 
 

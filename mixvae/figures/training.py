@@ -49,7 +49,7 @@ def plot_reconstructions(
 ) -> None:
     """Top row: data; bottom row: decoder mean at the encoder mean."""
     n = min(10, len(x))
-    recon = model.decoder.mean(guide.q_z(x[:n]).mean)
+    recon = model.decoder.mean(guide.q_mean(x[:n]))
     fig = new_figure(n, 2.2)
     ax = fig.add_subplot()
     ax.imshow(image_grid(torch.cat([x[:n], recon]), 2, n, shape), cmap="gray", vmin=0, vmax=1)
@@ -81,7 +81,7 @@ def plot_prior_samples(model: VAE, shape: tuple[int, int], path: str | Path, col
 @torch.no_grad()
 def plot_latent_scatter(guide: Guide, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path) -> None:
     """Encoder means of a 2-D latent code, coloured by label."""
-    z = guide.q_z(x).mean.cpu().numpy()
+    z = guide.q_mean(x).cpu().numpy()
     fig = new_figure(5, 5)
     ax = fig.add_subplot()
     colours = None if labels is None else labels.cpu().numpy()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 
+from mixvae import sites as _sites
+from mixvae.distributions import distribution_mean, distribution_variance
 from mixvae.nn import data_plate, unique_pyro_name
 from mixvae.registry import Registry
+from mixvae.sites import Site
 
 if TYPE_CHECKING:
     from mixvae.config import TrainConfig
@@ -22,19 +25,41 @@ GUIDES: Registry[type[Guide]] = Registry("guide")
 class Guide(PyroModule):
     """An amortised encoder providing ``"z"`` (and possibly the model's ``"y"``).
 
-    Subclasses implement :meth:`q_z` and :meth:`sample_latents`; calling the
-    guide runs it as a Pyro guide inside the ``"data"`` plate.
+    A guide declares its sample sites once in :attr:`sites` (see
+    :mod:`mixvae.sites`): each names the method ``method(h, values)`` that
+    returns the site's distribution, where ``h = encode(x)`` is the encoder
+    body's output and ``values`` holds the sites before it.  A site marked
+    ``enumerated`` is the model's discrete site, summed out in the guide
+    (the structured GMVAE guide's ``y``).  The Pyro program
+    (:meth:`sample_latents`), the direct ELBO, :meth:`q_latents`,
+    :meth:`log_q` and :meth:`component_logits` are read from the declaration.
+
+    Capabilities with defaults: :meth:`q_mean` (the closed-form mean of
+    q(z | x) where the distribution has one, else a sample mean) and
+    :meth:`diag_components` (q(z | x) as diagonal Gaussians, for the
+    VampPrior's fast density).
 
     :param data_dim: dimension P of ``x``.
     :param latent_dim: dimension D of ``z``.
     """
 
-    #: the model's latent sites this guide provides
-    provides: tuple[str, ...] = ("z",)
-    #: the discrete site among them, or ``None``
-    discrete_site: str | None = None
-    story: str = ""
-    name: str = ""
+    #: the sample sites, in the order of the variational story
+    sites: ClassVar[tuple[Site, ...]] = (Site("z", "z_dist"),)
+    story: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    #: draws for :meth:`q_mean` when q(z|x) has no closed-form mean
+    mean_samples: ClassVar[int] = 256
+    # derived from ``sites`` (read-only views kept for code written against mixvae 0.1)
+    provides: ClassVar[tuple[str, ...]] = ("z",)
+    discrete_site: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "sites" in vars(cls):
+            _sites.check_declaration(f"guide {cls.__name__}", cls.sites)
+            cls.provides = _sites.names(cls.sites)
+            enumerated = _sites.enumerated_names(cls.sites)
+            cls.discrete_site = enumerated[0] if enumerated else None
 
     def __init__(self, data_dim: int, latent_dim: int) -> None:
         super().__init__(name=unique_pyro_name(self))
@@ -51,9 +76,48 @@ class Guide(PyroModule):
         """Number of components of q(z | x) (1 for a Gaussian)."""
         return 1
 
+    def encode(self, x: torch.Tensor) -> Any:
+        """The encoder body's output ``h`` that the site methods read (computed once per batch)."""
+        raise NotImplementedError(f"guide {type(self).__name__} declares no encoder body (encode)")
+
+    def site_dist(self, site: Site, h: Any, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
+        """The distribution of ``site`` given the body output ``h`` and the sites before it."""
+        return getattr(self, site.dist)(h, values)
+
     def q_z(self, x: torch.Tensor) -> dist.TorchDistribution:
-        """The encoder distribution q(z | x): batch shape (B,), event shape (D,)."""
-        raise NotImplementedError
+        """The encoder distribution q(z | x): batch shape (B,), event shape (D,).
+
+        The default reads the declaration of a guide without an enumerated site;
+        a guide that enumerates its own ``y`` returns the marginal over ``y``.
+        """
+        if self.discrete_site is not None:
+            raise NotImplementedError(
+                f"guide {self.name!r} must give the marginal q(z|x) over its {self.discrete_site!r}"
+            )
+        return self.q_latents(x)["z"]
+
+    def q_latents(self, x: torch.Tensor) -> dict[str, dist.TorchDistribution]:
+        """q of every continuous site the guide provides, independent given x.
+
+        A guide with an enumerated site gives ``{"z": q_z(x)}``, the marginal.
+        """
+        if self.discrete_site is not None:
+            return {"z": self.q_z(x)}
+        h = self.encode(x)
+        return {site.name: self.site_dist(site, h, {}) for site in self.sites}
+
+    def log_q(self, latents: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """log q of the continuous latents given x, discrete sites summed out."""
+        return sum(q.log_prob(latents[k]) for k, q in self.q_latents(x).items())
+
+    def q_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """E[z | x] under q: the closed form where the distribution has one, else a
+        mean of :attr:`mean_samples` draws; shape (B, D)."""
+        return distribution_mean(self.q_z(x), self.mean_samples)
+
+    def q_variance(self, x: torch.Tensor) -> torch.Tensor:
+        """Var[z | x] per coordinate under q (closed form, else from draws); shape (B, D)."""
+        return distribution_variance(self.q_z(x), self.mean_samples)
 
     def diag_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q(z | x) as a mixture of M diagonal Gaussians: ``(logits (B, M), locs (B, M, D), scales (B, M, D))``.
@@ -64,25 +128,12 @@ class Guide(PyroModule):
         """
         raise NotImplementedError(f"guide {self.name!r} is not a mixture of diagonal Gaussians")
 
-    def q_latents(self, x: torch.Tensor) -> dict[str, dist.TorchDistribution]:
-        """q of every continuous site the guide provides, independent given x (``{"z": q_z(x)}``)."""
-        return {"z": self.q_z(x)}
-
-    def log_q(self, latents: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """log q of the continuous latents given x, discrete sites summed out."""
-        return sum(q.log_prob(latents[k]) for k, q in self.q_latents(x).items())
-
     def component_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y | x), shape (B, K); only for guides that provide ``y``."""
-        raise NotImplementedError(f"guide {self.name!r} does not provide a discrete site")
-
-    def enumerated_q(self, x: torch.Tensor) -> tuple[torch.Tensor, dist.TorchDistribution]:
-        """For every value of the guide's ``y`` at once: ``log q(y | x)`` of shape (K, B) and
-        ``q(z | x, y)`` with batch shape (K, B), as the guide's sites give them when Pyro
-        enumerates ``y``; only for guides that provide ``y``.  Optional: it lets the trainer
-        compute the ELBO without Pyro's tracing (:func:`~mixvae.inference.objectives.direct_loss`).
-        """
-        raise NotImplementedError(f"guide {self.name!r} does not enumerate a discrete site itself")
+        if self.discrete_site is None:
+            raise NotImplementedError(f"guide {self.name!r} does not provide a discrete site")
+        site = next(s for s in self.sites if s.enumerated)
+        return self.site_dist(site, self.encode(x), {}).logits
 
     def sample_latents(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Declare the guide's sample sites (inside the data plate); return z.
@@ -90,7 +141,16 @@ class Guide(PyroModule):
         ``labels`` are the observed values of the model's discrete site; a
         guide that provides that site then conditions on them instead.
         """
-        return pyro.sample("z", self.q_z(x))
+        h = self.encode(x)
+        values: dict[str, torch.Tensor] = {}
+        for site in self.sites:
+            if site.enumerated and labels is not None:
+                values[site.name] = labels  # observed in the model: condition on the label
+                continue
+            fn = self.site_dist(site, h, values)
+            infer = {"enumerate": "parallel"} if site.enumerated else {}
+            values[site.name] = pyro.sample(site.name, fn, infer=infer)
+        return values["z"]
 
     def forward(
         self, x: torch.Tensor, num_data: int | None = None, labels: torch.Tensor | None = None

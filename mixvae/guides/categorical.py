@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pyro
@@ -10,9 +10,10 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from mixvae.distributions import diag_normal_mixture
 from mixvae.guides.base import GUIDES, Guide
-from mixvae.guides.mixture import diag_normal_mixture
 from mixvae.nn import mlp, positive
+from mixvae.sites import Site
 
 if TYPE_CHECKING:
     from mixvae.config import TrainConfig
@@ -43,8 +44,7 @@ class CategoricalGuide(Guide):
     :param hidden: hidden layer sizes of the shared encoder body.
     """
 
-    provides = ("y", "z")
-    discrete_site = "y"
+    sites = (Site("y", "y_dist", enumerated=True), Site("z", "z_dist"))
     story = "y ~ q(y|x), z | x,y ~ N(mu(x,y), diag sigma(x,y)^2); provides the model's y"
 
     def __init__(
@@ -73,35 +73,24 @@ class CategoricalGuide(Guide):
     def num_components(self) -> int:
         return self.y_head.out_features
 
-    def component_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.y_head(self.body(x))
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)  # (B, H)
 
     def _z_params(self, h: torch.Tensor, y_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, raw = self.z_head(torch.relu(self.h_proj(h) + y_emb)).chunk(2, dim=-1)
         return loc, positive(raw)
 
-    def sample_latents(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.body(x)  # (B, H)
-        if labels is None:
-            y = pyro.sample(
-                "y",
-                dist.Categorical(logits=self.y_head(h)),
-                infer={"enumerate": "parallel"},
-            )  # (K, 1) when enumerated, (B,) when sampled
-        else:
-            y = labels  # observed in the model: q(z | x, y) conditions on the label
-        loc, scale = self._z_params(h, self.y_embed(y))  # (K, B, D) or (B, D)
-        return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+    def y_dist(self, h: torch.Tensor, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
+        return dist.Categorical(logits=self.y_head(h))
 
-    def enumerated_q(self, x: torch.Tensor) -> tuple[torch.Tensor, dist.TorchDistribution]:
-        h = self.body(x)  # (B, H)
-        y = torch.arange(self.num_components, device=x.device).unsqueeze(-1)  # (K, 1), as Pyro enumerates
-        loc, scale = self._z_params(h, self.y_embed(y))  # (K, B, D)
-        return self.y_head(h).log_softmax(-1).T, dist.Normal(loc, scale).to_event(1)
+    def z_dist(self, h: torch.Tensor, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
+        # y of shape (K, 1) when enumerated gives (K, B, D); y of shape (B,) gives (B, D)
+        loc, scale = self._z_params(h, self.y_embed(values["y"]))
+        return dist.Normal(loc, scale).to_event(1)
 
     def q_z(self, x: torch.Tensor) -> dist.TorchDistribution:
         """The marginal sum_y q(y|x) q(z|x,y), a K-component mixture."""
-        h = self.body(x)
+        h = self.encode(x)
         emb = self.y_embed.weight  # (K, H)
         loc, scale = self._z_params(h.unsqueeze(-2), emb)  # (B, K, D)
         return diag_normal_mixture(loc, scale, self.y_head(h))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pyro
@@ -12,6 +12,7 @@ from torch import nn
 
 from mixvae.guides.base import GUIDES, Guide
 from mixvae.nn import mlp, positive
+from mixvae.sites import Site
 
 if TYPE_CHECKING:
     from mixvae.config import TrainConfig
@@ -34,7 +35,7 @@ class DilokthanakulGuide(Guide):
     :param hidden: hidden layer sizes of the shared encoder body.
     """
 
-    provides = ("w", "z")
+    sites = (Site("w", "w_dist"), Site("z", "z_dist"))
     story = "q(w|x) q(z|x), both diagonal Gaussians; for the dilokthanakul prior"
 
     def __init__(
@@ -54,18 +55,16 @@ class DilokthanakulGuide(Guide):
     def from_config(cls, config: TrainConfig, data_dim: int) -> DilokthanakulGuide:
         return cls(data_dim, config.latent_dim, config.w_dim or config.latent_dim, config.hidden)
 
-    def q_latents(self, x: torch.Tensor) -> dict[str, dist.TorchDistribution]:
-        h = self.body(x)
-        out = {}
-        for site, head in (("w", self.w_head), ("z", self.z_head)):
-            loc, raw = head(h).chunk(2, dim=-1)
-            out[site] = dist.Normal(loc, positive(raw)).to_event(1)
-        return out
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
 
-    def q_z(self, x: torch.Tensor) -> dist.TorchDistribution:
-        return self.q_latents(x)["z"]
+    @staticmethod
+    def _gaussian(out: torch.Tensor) -> dist.TorchDistribution:
+        loc, raw = out.chunk(2, dim=-1)
+        return dist.Normal(loc, positive(raw)).to_event(1)
 
-    def sample_latents(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        q = self.q_latents(x)
-        pyro.sample("w", q["w"])
-        return pyro.sample("z", q["z"])
+    def w_dist(self, h: torch.Tensor, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
+        return self._gaussian(self.w_head(h))
+
+    def z_dist(self, h: torch.Tensor, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
+        return self._gaussian(self.z_head(h))

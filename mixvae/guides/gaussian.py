@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pyro.distributions as dist
@@ -10,6 +10,7 @@ import torch
 
 from mixvae.guides.base import GUIDES, Guide
 from mixvae.nn import mlp, positive
+from mixvae.sites import Site
 
 if TYPE_CHECKING:
     from mixvae.config import TrainConfig
@@ -28,6 +29,7 @@ class GaussianGuide(Guide):
     :param hidden: hidden layer sizes of the encoder MLP.
     """
 
+    sites = (Site("z", "z_dist"),)
     story = "q(z|x) = N(mu(x), diag sigma(x)^2)"
 
     def __init__(self, data_dim: int, latent_dim: int, hidden: Sequence[int] = (512, 512)) -> None:
@@ -38,14 +40,17 @@ class GaussianGuide(Guide):
     def from_config(cls, config: TrainConfig, data_dim: int) -> GaussianGuide:
         return cls(data_dim, config.latent_dim, config.hidden)
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
     def params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)``, each of shape (B, D)."""
-        loc, raw = self.net(x).chunk(2, dim=-1)
+        loc, raw = self.encode(x).chunk(2, dim=-1)
         return loc, positive(raw)
 
-    def q_z(self, x: torch.Tensor) -> dist.TorchDistribution:
-        loc, scale = self.params(x)
-        return dist.Normal(loc, scale).to_event(1)
+    def z_dist(self, h: torch.Tensor, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
+        loc, raw = h.chunk(2, dim=-1)
+        return dist.Normal(loc, positive(raw)).to_event(1)
 
     def diag_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         loc, scale = self.params(x)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pyro.distributions as dist
@@ -11,6 +11,7 @@ import torch
 from mixvae.distributions import diag_normal_mixture
 from mixvae.guides.base import GUIDES, Guide
 from mixvae.nn import mlp, positive
+from mixvae.sites import Site
 
 if TYPE_CHECKING:
     from mixvae.config import TrainConfig
@@ -37,6 +38,7 @@ class MixtureGuide(Guide):
     :param hidden: hidden layer sizes of the encoder MLP.
     """
 
+    sites = (Site("z", "z_dist"),)
     story = "q(z|x) = sum_k pi_k(x) N(mu_k(x), diag sigma_k(x)^2), exact log q(z|x)"
 
     def __init__(
@@ -60,14 +62,20 @@ class MixtureGuide(Guide):
     def num_components(self) -> int:
         return self._k
 
-    def params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(logits (B, K), locs (B, K, D), scales (B, K, D))``."""
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _split(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         d = self.latent_dim
-        out = self.net(x).unflatten(-1, (self._k, 2 * d + 1))
+        out = h.unflatten(-1, (self._k, 2 * d + 1))
         return out[..., 2 * d], out[..., :d], positive(out[..., d : 2 * d])
 
-    def q_z(self, x: torch.Tensor) -> dist.TorchDistribution:
-        logits, locs, scales = self.params(x)
+    def params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits (B, K), locs (B, K, D), scales (B, K, D))``."""
+        return self._split(self.encode(x))
+
+    def z_dist(self, h: torch.Tensor, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
+        logits, locs, scales = self._split(h)
         return diag_normal_mixture(locs, scales, logits)
 
     def diag_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -12,8 +12,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mixvae.inference.direct import DirectELBO, direct_loss, direct_problem, verify_direct
+from mixvae.inference.loss import TrainingLoss
+
 # objectives first: mixvae.evaluation imports them while the training loop imports evaluation
-from mixvae.inference.objectives import LatentScale, TrainingLoss, evaluate_elbo, make_elbo
+from mixvae.inference.objectives import LatentScale, evaluate_elbo, make_elbo
 from mixvae.inference.optim import adam
 from mixvae.inference.train import resume, train
 
@@ -49,4 +52,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mixvae.inference' has no attribute {name!r}")
 
 
-__all__ = ["LatentScale", "TrainingLoss", "adam", "evaluate_elbo", "make_elbo", "resume", "train"]
+__all__ = [
+    "DirectELBO",
+    "LatentScale",
+    "TrainingLoss",
+    "adam",
+    "direct_loss",
+    "direct_problem",
+    "evaluate_elbo",
+    "make_elbo",
+    "resume",
+    "train",
+    "verify_direct",
+]

@@ -26,11 +26,12 @@ from mixvae.data import Dataset, evaluation_data, load_dataset
 from mixvae.errors import ConfigError
 from mixvae.evaluation.summary import summarize
 from mixvae.guides import Guide
-from mixvae.inference.objectives import TrainingLoss
+from mixvae.inference.loss import TrainingLoss
 from mixvae.inference.optim import adam
 from mixvae.inference.setup import check_data
 from mixvae.inference.warmstart import warm_start
 from mixvae.models import VAE
+from mixvae.plugins import record_plugins
 from mixvae.runs.checkpoint import Position, checkpoint_payload, save_checkpoint
 from mixvae.runs.folder import Run, prepare_run_dir
 
@@ -86,6 +87,8 @@ class SVIModule(_Base):
         steps = c.warmup_epochs * math.ceil(self.num_data / (c.batch_size * self.trainer.world_size))
         beta = min(1.0, (self.global_step + 1) / steps) if steps else 1.0
         with pyro.validation_enabled(False):
+            if batch_idx == 0 and self.current_epoch == 0:  # the direct ELBO against Pyro's, once
+                self.objective.verify(x, self.num_data, beta=beta)
             loss = self.objective(x, self.num_data, beta=beta)
         self.log("train_loss", loss.detach() / self.num_data, on_epoch=True, on_step=False, sync_dist=True)
         return loss
@@ -119,6 +122,7 @@ def train_lightning(
     lightning = import_lightning()
     config.validate()
     check_names(config)
+    record_plugins(config)
     data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
     check_data(data, config)
     if config.binarize == "dynamic" or config.labels_per_class is not None:
@@ -164,10 +168,12 @@ def train_lightning(
         pos = Position(epoch=run.epoch, step=int(trainer.global_step))
         gen = torch.Generator().manual_seed(config.seed)
         save_checkpoint(
-            run_dir / "checkpoint.pt", checkpoint_payload(run, optimizer, data.data_dim, pos, gen)
+            run_dir / "checkpoint.pt",
+            checkpoint_payload((run.model, run.guide), run.config, optimizer, data.data_dim, pos, gen),
         )
         run.summary = summarize(run, data)
         run.summary["devices"] = devices
+        run.summary["objective"] = module.objective.describe()
         (run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
     return run
 

@@ -7,6 +7,7 @@ import torch
 from mixvae.config import TrainConfig
 from mixvae.data import Dataset
 from mixvae.errors import ConfigError, DataError
+from mixvae.models import LIKELIHOODS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -28,10 +29,10 @@ def check_data(data: Dataset, config: TrainConfig) -> None:
             raise DataError(
                 f"the {split} data of {data.name!r} contains NaN or inf; clean or impute it first"
             )
-        if config.likelihood == "bernoulli" and (x.min() < 0 or x.max() > 1):
+        if LIKELIHOODS[config.likelihood].unit_interval and (x.min() < 0 or x.max() > 1):
             raise DataError(
                 f"the {split} data lies in [{float(x.min()):.3g}, {float(x.max()):.3g}], outside the "
-                "[0, 1] a Bernoulli likelihood needs; rescale it or use --likelihood gaussian"
+                f"[0, 1] the {config.likelihood} likelihood needs; rescale it or use --likelihood gaussian"
             )
     if data.test_x.shape[1] != data.train_x.shape[1]:
         raise DataError("training and held-out data have different numbers of columns")

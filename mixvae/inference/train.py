@@ -25,11 +25,13 @@ from mixvae.evaluation.posthoc import ensure_posthoc_gmm
 from mixvae.evaluation.summary import summarize
 from mixvae.figures.training import write_figures
 from mixvae.inference.divergence import all_finite, check_params, diverged
-from mixvae.inference.objectives import LatentScale, TrainingLoss, evaluate_elbo, make_elbo
+from mixvae.inference.loss import TrainingLoss
+from mixvae.inference.objectives import LatentScale, evaluate_elbo, make_elbo
 from mixvae.inference.optim import adam
 from mixvae.inference.semisupervised import labelled_loss, labelled_split
 from mixvae.inference.setup import check_data, resolve_device
 from mixvae.inference.warmstart import warm_start
+from mixvae.plugins import record_plugins
 from mixvae.runs.checkpoint import Position, checkpoint_payload, load_checkpoint, restore_rng, save_checkpoint
 from mixvae.runs.folder import Run, config_from_payload, load_into_run, prepare_run_dir, truncate_metrics
 
@@ -92,6 +94,7 @@ def train(
         config.dataset = dataset.name  # what the run was trained on, for later commands
     config.validate()
     check_names(config)
+    record_plugins(config)  # where the parts came from, for evaluate / sample / resume
     device = resolve_device(config.device)
     if dataset is None:
         DATASETS[config.dataset]  # unknown names fail before any loading
@@ -152,6 +155,7 @@ def resume(
         config.download = download
     config.out, config.overwrite = str(run_dir), False
     config.validate()
+    record_plugins(config)
     done = int(payload["epoch"])
     if config.epochs < done:
         raise ConfigError(f"{run_dir} has already trained {done} epochs; ask for --epochs {done} or more")
@@ -202,6 +206,7 @@ def _fit(
     warmup = LatentScale()
     analytic_kl = config.kl == "analytic"
     unlabelled_loss = TrainingLoss(model, guide, objective=config.objective, analytic_kl=analytic_kl)
+    verified = False
     if split.labelled.numel():
         labelled_x = data.train_x[split.labelled].to(device)
         labelled_y = data.train_y[split.labelled].to(device)
@@ -242,6 +247,9 @@ def _fit(
                     # also model/guide mismatches): it costs about 5% per step after that.
                     try:
                         with pyro.validation_enabled(pos.step == 0):
+                            if not verified:  # the direct ELBO against Pyro's, once per process
+                                unlabelled_loss.verify(xb, n, beta=warmup.beta)
+                                verified = True
                             loss = unlabelled_loss(xb, n, beta=warmup.beta)
                             if split.labelled.numel():
                                 loss = loss + labelled_loss(
@@ -288,7 +296,12 @@ def _fit(
                         after_step(pos.step)
                     if stop.signal:
                         check_params(run, params, xb, n, f"epoch {pos.epoch + 1}, step {pos.batch}", ckpt)
-                        save_checkpoint(ckpt, checkpoint_payload(run, optimizer, data.data_dim, pos, gen))
+                        save_checkpoint(
+                            ckpt,
+                            checkpoint_payload(
+                                (run.model, run.guide), run.config, optimizer, data.data_dim, pos, gen
+                            ),
+                        )
                         run.epoch, run.interrupted = pos.epoch, stop.signal
                         return run
                 train_seconds = time.perf_counter() - t0  # the optimisation steps alone
@@ -309,14 +322,20 @@ def _fit(
                 # A signal that arrived during the epoch-end evaluation also gets a
                 # checkpoint, so that no finished epoch is lost.
                 if pos.epoch % config.checkpoint_every == 0 or pos.epoch == config.epochs or stop.signal:
-                    save_checkpoint(ckpt, checkpoint_payload(run, optimizer, data.data_dim, pos, gen))
+                    save_checkpoint(
+                        ckpt,
+                        checkpoint_payload(
+                            (run.model, run.guide), run.config, optimizer, data.data_dim, pos, gen
+                        ),
+                    )
                 if stop.signal:
                     run.interrupted = stop.signal
                     return run
             bar.close()
-            if getattr(model.prior, "fits_posthoc_gmm", False):
+            if model.prior.fits_posthoc_gmm:
                 ensure_posthoc_gmm(run, data, refit=True)
             run.summary = summarize(run, data, seconds=time.perf_counter() - start)
+            run.summary["objective"] = unlabelled_loss.describe()
             (run.run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
             if figures:
                 metrics = [json.loads(ln) for ln in (run.run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -14,14 +14,12 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
 
 from mixvae.errors import ConfigError
 from mixvae.guides import Guide
-from mixvae.models import VAE
-from mixvae.models.priors import FullCovGMMPrior, GMMPrior, Prior
+from mixvae.models import VAE, Prior
 from mixvae.runs.folder import load_run
 
 if TYPE_CHECKING:
@@ -37,67 +35,14 @@ def fit_prior_to_codes(
     seed: int = 0,
     n_init: int = 1,
 ) -> GaussianMixture:
-    """Set a ``gmm`` or ``gmm-full`` prior to the maximum-likelihood mixture of ``codes``.
-
-    Fits scikit-learn's :class:`~sklearn.mixture.GaussianMixture` with the
-    prior's K and covariance type (``diag`` for ``gmm``, ``full`` for
-    ``gmm-full``) and copies its weights, means and scales into the prior
-    (only the means and scales if the prior's weights are fixed uniform).
-
-    :param codes: (N, D) latent codes, e.g. encoder means of the training data.
-    :param code_variances: (N, D) variances of q(z|x) around those means; when
-        given, each component's covariance gains the responsibility-weighted
-        mean of them, so that component k matches the first two moments of
-        its share of the aggregate posterior, sum_n r_nk q(z|x_n), and not only
-        of the means (which have almost no spread along inactive units).
-    :returns: the fitted scikit-learn mixture.
-    """
-    if not isinstance(prior, GMMPrior):
+    """Fit a prior that declares ``fits_codes`` to encoder ``codes`` (see :meth:`Prior.fit_to_codes
+    <mixvae.models.GMMPrior.fit_to_codes>`); the others refuse with a one-line error."""
+    if not prior.fits_codes:
         raise ConfigError(
             f"prior {prior.name!r} has no Gaussian-mixture components to fit to the codes; "
             "use --prior gmm or gmm-full with --init-from"
         )
-    full = isinstance(prior, FullCovGMMPrior)
-    z = codes.detach().cpu().double().numpy()
-    if z.ndim != 2 or z.shape[1] != prior.latent_dim:
-        raise ConfigError(
-            f"codes of shape {tuple(z.shape)} do not match the prior's latent dim {prior.latent_dim}"
-        )
-    if len(z) < prior.num_components:
-        raise ConfigError(
-            f"{len(z)} codes cannot be fitted with {prior.num_components} components; use more data"
-        )
-    if not np.isfinite(z).all():
-        raise ConfigError("the encoder gave non-finite codes; the run to start from has diverged")
-    gmm = GaussianMixture(
-        prior.num_components,
-        covariance_type="full" if full else "diag",
-        random_state=seed,
-        n_init=n_init,
-        reg_covar=1e-5,
-    ).fit(z)
-    cov = gmm.covariances_.copy()
-    if code_variances is not None:
-        resp = gmm.predict_proba(z)  # (N, K)
-        mass = resp.sum(0)[:, None] + 10 * np.finfo(resp.dtype).eps  # as scikit-learn guards empty components
-        extra = resp.T @ code_variances.detach().cpu().double().numpy() / mass  # (K, D)
-        if full:
-            cov += extra[:, :, None] * np.eye(z.shape[1])
-        else:
-            cov += extra
-    ref = prior.locs
-
-    def t(a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(a, dtype=ref.dtype, device=ref.device)
-
-    if prior.learn_weights:  # a prior with fixed uniform weights keeps them
-        prior.logits = t(np.log(gmm.weights_))
-    prior.locs = t(gmm.means_)
-    if full:
-        prior.scale_tril = t(np.linalg.cholesky(cov))
-    else:
-        prior.scales = t(np.sqrt(cov))
-    return gmm
+    return prior.fit_to_codes(codes, code_variances=code_variances, seed=seed, n_init=n_init)
 
 
 def _copy_state(dst: torch.nn.Module, src: torch.nn.Module, what: str, source: Path) -> None:
@@ -152,13 +97,12 @@ def warm_start(
                 )
     _copy_state(guide, source.guide, "guide", source_dir)
     _copy_state(model.decoder, source.model.decoder, "decoder", source_dir)
-    if isinstance(model.prior, GMMPrior):
+    if model.prior.fits_codes:
         means, variances = [], []
         with torch.no_grad():
             for batch in train_x.split(1000):
-                q = guide.q_z(batch)
-                means.append(q.mean)
-                variances.append(q.variance)
+                means.append(guide.q_mean(batch))
+                variances.append(guide.q_variance(batch))
         fit_prior_to_codes(model.prior, torch.cat(means), code_variances=torch.cat(variances), seed=seed)
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     return {"run": str(source_dir.resolve()), "checkpoint_sha256": digest}

@@ -5,16 +5,15 @@ share; a new prior is one :class:`Prior` subclass plus one registry line.
 """
 
 from mixvae.models.decoders import LIKELIHOODS, BernoulliDecoder, Decoder, GaussianDecoder
-from mixvae.models.priors import (
-    PRIORS,
-    DilokthanakulPrior,
-    FullCovGMMPrior,
-    GMMPrior,
-    PosthocGMMPrior,
-    Prior,
-    StandardPrior,
-    VampPrior,
-)
+
+# Import order is registration order, the order `mixvae list` shows.
+# isort: off
+from mixvae.models.priors import PRIORS, FullCovGMMPrior, GMMPrior, Prior, StandardPrior
+from mixvae.models.vampprior import VampPrior
+from mixvae.models.dilokthanakul import DilokthanakulPrior
+from mixvae.models.posthoc import PosthocGMMPrior
+
+# isort: on
 from mixvae.models.vae import VAE
 
 __all__ = [

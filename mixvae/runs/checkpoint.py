@@ -26,7 +26,7 @@ from mixvae.config import FORMAT_VERSION
 from mixvae.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from mixvae.runs.folder import Run
+    from mixvae.config import TrainConfig
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -88,13 +88,20 @@ class Position:
 
 
 def checkpoint_payload(
-    run: Run, optimizer: torch.optim.Optimizer, data_dim: int, pos: Position, gen: torch.Generator
+    modules: tuple[torch.nn.Module, torch.nn.Module],
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    data_dim: int,
+    pos: Position,
+    gen: torch.Generator,
 ) -> dict[str, Any]:
-    """The checkpoint: tensors, numbers and JSON strings only (loadable with weights_only)."""
+    """The checkpoint of ``modules = (model, guide)``: tensors, numbers and JSON strings only
+    (loadable with weights_only)."""
+    model, guide = modules
     return {
         "format_version": FORMAT_VERSION,
         "mixvae_version": __version__,
-        "config": run.config.to_json(),
+        "config": config.to_json(),
         "data_dim": data_dim,
         "epoch": pos.epoch,
         "position": {
@@ -103,8 +110,8 @@ def checkpoint_payload(
             "total": pos.total,
             "perm": pos.perm if pos.batch else None,
         },
-        "model": run.model.state_dict(),
-        "guide": run.guide.state_dict(),
+        "model": model.state_dict(),
+        "guide": guide.state_dict(),
         "optimizer": optimizer.state_dict(),
         "rng": {
             "torch": torch.get_rng_state(),

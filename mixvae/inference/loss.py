@@ -1,0 +1,47 @@
+"""The training loss of a run, shared by the plain loop and the Lightning module."""
+
+from __future__ import annotations
+
+import torch
+
+from mixvae.guides import Guide
+from mixvae.inference.direct import direct_loss, direct_problem, pyro_loss, verify_direct
+from mixvae.models import VAE
+
+
+class TrainingLoss:
+    """The training loss of a run's unlabelled minibatches, as the trainer and Lightning compute it.
+
+    :func:`~mixvae.inference.direct.direct_loss` where ``objective`` is
+    ``"auto"`` and the pair has no :func:`~mixvae.inference.direct.direct_problem`;
+    otherwise Pyro's ELBO of :func:`~mixvae.inference.objectives.make_elbo`
+    under :class:`~mixvae.inference.objectives.LatentScale`.  Calling it with
+    ``(x, num_data, beta)`` gives the negative ELBO of the minibatch scaled to
+    the data set, with KL warm-up ``beta``.
+    """
+
+    def __init__(
+        self, model: VAE, guide: Guide, *, objective: str = "auto", analytic_kl: bool = True
+    ) -> None:
+        self.model, self.guide, self.analytic_kl = model, guide, analytic_kl
+        #: why the direct objective does not apply (``None`` when it does, or was not asked for)
+        self.problem = direct_problem(model, guide) if objective == "auto" else None
+        #: whether the loss skips Pyro's tracing
+        self.direct = objective == "auto" and self.problem is None
+
+    def describe(self) -> str:
+        """Which objective computes the loss, and why (for ``summary.json``)."""
+        if self.direct:
+            return "direct"
+        return "pyro" + (f" ({self.problem})" if self.problem else "")
+
+    def verify(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> None:
+        """Check the direct loss against Pyro's ELBO on ``x`` (the first step of a run); see
+        :func:`~mixvae.inference.direct.verify_direct`."""
+        if self.direct:
+            verify_direct(self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl)
+
+    def __call__(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> torch.Tensor:
+        if self.direct:
+            return direct_loss(self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl)
+        return pyro_loss(self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl)
