@@ -487,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     for table, setup, samples in plan:
         if args.only not in (None, table):
             continue
-        base = {k: v for k, v in dataclasses.asdict(common[table]).items() if k not in ("seed", "out")}
+        base = {k: v for k, v in common[table].settings().items() if k not in ("seed", "out", "plugins")}
         if "init_from" in setup.settings:
             base["epochs"] = args.warm_epochs
         results = []
@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         data,
         tables["clustering"],
         tables["likelihood"],
-        {k: dataclasses.asdict(v) for k, v in common.items()},
+        {k: v.settings() for k, v in common.items()},
     )
     (out / "results.md").write_text(text + "\n")
     print(text)

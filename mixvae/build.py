@@ -11,7 +11,7 @@ up to log K.
 from __future__ import annotations
 
 from mixvae.config import TrainConfig
-from mixvae.errors import ConfigError, IncompatiblePairError
+from mixvae.errors import IncompatiblePairError
 from mixvae.guides import GUIDES, Guide
 from mixvae.models import LIKELIHOODS, PRIORS, VAE, Prior
 
@@ -81,11 +81,6 @@ def check_names(config: TrainConfig) -> None:
     problem = pair_problem(PRIORS[config.prior], GUIDES[config.guide])
     if problem:
         raise _refuse(problem, config.prior, config.guide)
-    if config.mixture_weights != "learned" and not PRIORS[config.prior].has_mixing_weights:
-        raise ConfigError(
-            f"--mixture-weights {config.mixture_weights} applies to the priors with learned mixing "
-            f"weights (gmm, gmm-full); prior {config.prior!r} has none to fix: drop the flag"
-        )
 
 
 def build(config: TrainConfig, data_dim: int) -> tuple[VAE, Guide]:
@@ -94,7 +89,7 @@ def build(config: TrainConfig, data_dim: int) -> tuple[VAE, Guide]:
     check_names(config)
     guide = GUIDES[config.guide].from_config(config, data_dim)
     prior = PRIORS[config.prior].from_config(config, data_dim, guide)
-    decoder = LIKELIHOODS[config.likelihood](config.latent_dim, data_dim, config.hidden)
+    decoder = LIKELIHOODS[config.likelihood].from_config(config, data_dim)
     model = VAE(prior, decoder)
     check_pair(model, guide)
     return model, guide

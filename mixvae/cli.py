@@ -16,6 +16,7 @@ import typing
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mixvae import options as _options
 from mixvae.config import TrainConfig
 from mixvae.errors import ConfigError, MixvaeError, PluginError
 from mixvae.plugins import ENV_VAR, load_env_plugins, load_plugin, plugin_module, record_plugins
@@ -33,28 +34,42 @@ def _hidden(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def _converter(kind: Any) -> Any:
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    return args[0] if args else kind
+
+
+def _add_flag(parser: Any, name: str, kind: Any, default: Any, help_text: str) -> None:
+    flag = "--" + name.replace("_", "-")
+    if kind is bool:
+        if default:
+            parser.add_argument(
+                f"--no-{name.replace('_', '-')}", dest=name, action="store_false", help=help_text
+            )
+        else:
+            parser.add_argument(flag, dest=name, action="store_true", help=help_text)
+        return
+    conv = _hidden if name == "hidden" else _converter(kind)
+    parser.add_argument(flag, dest=name, type=conv, help=f"{help_text} (default: {default})")
+
+
+def config_flag_names() -> list[str]:
+    """The settings ``mixvae train`` has a flag for: TrainConfig's fields, then every part option."""
+    fields = [f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("flag", True)]
+    return [*fields, *(n for n in _options.specs() if n not in fields)]
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        if not f.metadata.get("flag", True):  # recorded by training, not set by hand
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        kind = hints[f.name]
-        if kind is bool:
-            if f.default:
-                parser.add_argument(
-                    f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_false", help=help_text
-                )
-            else:
-                parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
-            continue
-        if f.name == "hidden":
-            conv = _hidden
-        else:
-            args = [a for a in typing.get_args(kind) if a is not type(None)]
-            conv = args[0] if args else kind
-        parser.add_argument(flag, dest=f.name, type=conv, help=f"{help_text} (default: {f.default})")
+        if f.metadata.get("flag", True):  # (plugins and options are recorded, not set by hand)
+            _add_flag(parser, f.name, hints[f.name], f.default, f.metadata.get("help", ""))
+    group = parser.add_argument_group(
+        "options of the parts", "each prior, guide and likelihood declares its own (see `mixvae list`)"
+    )
+    for spec in _options.specs().values():
+        default = spec.defaults[0][1]
+        _add_flag(group, spec.name, _converter(spec.kind), default, f"{spec.help} [{spec.describe_owners()}]")
 
 
 PLUGIN_HELP = (
@@ -152,17 +167,25 @@ def _list() -> None:
         module = plugin_module(registry, name)
         return "" if module is None else f" (from plugin module {module})"
 
+    def options(kind: str, name: str) -> None:
+        for f in dataclasses.fields(_options.options_of(kind, name)):
+            flag = "--" + f.name.replace("_", "-")
+            print(f"  {'':<14} {flag} (default: {f.default}): {f.metadata.get('help', '')}")
+
     print("priors:")
     for name, cls in PRIORS.items():
         print(f"  {name:<14} {cls.story}{origin(PRIORS, name)}")
         print(f"  {'':<14} pairs with guides: {', '.join(compatible_guides(name))}")
+        options("prior", name)
     print("guides:")
     for name, cls in GUIDES.items():
         print(f"  {name:<14} {cls.story}{origin(GUIDES, name)}")
         print(f"  {'':<14} pairs with priors: {', '.join(compatible_priors(name))}")
+        options("guide", name)
     print("likelihoods:")
     for name, cls in LIKELIHOODS.items():
         print(f"  {name:<14} {cls.story}{origin(LIKELIHOODS, name)}")
+        options("likelihood", name)
     print("datasets:")
     for name, loader in DATASETS.items():
         doc = (loader.__doc__ or "").strip().splitlines()
@@ -178,7 +201,7 @@ SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 def _train(args: argparse.Namespace) -> int:
     from mixvae.inference import resume, train
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    given = {name: getattr(args, name) for name in config_flag_names() if hasattr(args, name)}
     if getattr(args, "resume", None):
         fixed = sorted(set(given) - RESUMABLE)
         if fixed:

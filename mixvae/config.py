@@ -1,4 +1,14 @@
-"""One flat configuration per training run, mapped one-to-one onto CLI flags."""
+"""The configuration of a training run: the common settings plus the chosen parts' own options.
+
+The common settings are the fields of :class:`TrainConfig` (``--latent-dim``,
+``--epochs``, ...).  Each registered prior, guide and likelihood declares its
+own options (:mod:`mixvae.options`); a config holds the values given for them
+and reads the chosen parts' defaults for the rest, so that
+``TrainConfig(prior="gmm", components=5)`` and ``config.components`` work as
+if they were fields.  ``config.json`` stores the common fields and the chosen
+parts' options in one flat mapping (the layout of mixvae 0.1, whose run
+folders load unchanged).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from mixvae import options as _options
 from mixvae.errors import ConfigError
 
 #: bumped when a checkpoint written by an older mixvae can no longer be read
@@ -17,11 +28,14 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
 
-@dataclass
+@dataclass(init=False, eq=False)
 class TrainConfig:
     """Everything that defines a training run; saved as ``config.json`` in the run folder.
 
-    Each field is the CLI flag of the same name (``latent_dim`` is ``--latent-dim``).
+    Each field is the CLI flag of the same name (``latent_dim`` is
+    ``--latent-dim``).  Keywords that are not fields are the options of the
+    parts (``components=5``, ``pseudo_inputs=200``, a plugin's own option):
+    they are kept in :attr:`options` and read back as attributes.
     """
 
     prior: str = _opt("gmm", "prior over the latent code (see `mixvae list`)")
@@ -32,30 +46,11 @@ class TrainConfig:
     binarize: str = _opt("none", "binarisation of the data: none | dynamic", choices=("none", "dynamic"))
     likelihood: str = _opt("bernoulli", "decoder likelihood: bernoulli (data in [0, 1]) | gaussian")
     latent_dim: int = _opt(10, "dimension D of z")
-    components: int = _opt(10, "number K of prior mixture components (and of the categorical guide)")
-    guide_components: int | None = _opt(None, "components of the mixture guide (default: --components)")
-    pseudo_inputs: int = _opt(500, "number K of learned pseudo-inputs of the vampprior")
-    pseudo_init: str = _opt(
-        "random",
-        "initial vampprior pseudo-inputs: random (near-constant images, like Tomczak & Welling's default) "
-        "| data (K distinct random training images)",
-        choices=("random", "data"),
-    )
-    w_dim: int | None = _opt(None, "dimension of w for the dilokthanakul prior (default: --latent-dim)")
-    zprior_threshold: float | None = _opt(
-        None, "dilokthanakul z-prior free bits: KL(p(c|w,z) || p(c)) gets gradient only above this (nats)"
-    )
     init_from: str | None = _opt(
         None,
         "warm start (VaDE-style pretraining): copy the encoder and decoder of this trained run "
         "(same --guide, --latent-dim, --hidden, data) and fit a gmm / gmm-full prior to its encoder "
         "means (other priors keep their own initialisation)",
-    )
-    mixture_weights: str = _opt(
-        "learned",
-        "mixing weights pi of the gmm / gmm-full priors: learned | uniform (fixed at 1/K, as in Rui "
-        "Shu's GMVAE; with --init-from the fitted GMM's means and covariances are copied, not its weights)",
-        choices=("learned", "uniform"),
     )
     posthoc_components: int = _opt(10, "components of the post-hoc GMM fitted to q(z) (posthoc-gmm)")
     posthoc_bic: bool = _opt(False, "choose the post-hoc GMM's K <= --posthoc-components by BIC")
@@ -82,9 +77,9 @@ class TrainConfig:
     )
     objective: str = _opt(
         "auto",
-        "how the training loss is computed: auto (the built-in pairs compute Pyro's ELBO estimator "
-        "directly from their distributions, without tracing; other pairs use Pyro) | pyro (always "
-        "TraceEnum_ELBO / TraceMeanField_ELBO)",
+        "how the training loss is computed: auto (the direct ELBO, read from the parts' declared sites "
+        "and checked against Pyro's on the first step, wherever it applies; Pyro's ELBO elsewhere) | "
+        "pyro (always TraceEnum_ELBO / TraceMeanField_ELBO)",
         choices=("auto", "pyro"),
     )
     clip_grad: float | None = _opt(None, "clip the gradient norm to this value (default: no clipping)")
@@ -100,17 +95,61 @@ class TrainConfig:
         "training, see mixvae.plugins; not a flag: load a plugin with --plugin MODULE)",
         flag=False,
     )
+    #: the part options given (by name); the chosen parts' defaults fill in the rest
+    options: dict[str, Any] = field(default_factory=dict, metadata={"flag": False})
+
+    def __init__(self, **settings: Any) -> None:
+        for f in dataclasses.fields(TrainConfig):
+            if f.name in settings:
+                value = settings.pop(f.name)
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            else:
+                value = f.default
+            object.__setattr__(self, f.name, value)
+        object.__setattr__(self, "options", dict(self.options))
+        self.options.update(settings)  # the rest are part options, checked by validate()
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
         self.plugins = (self.plugins,) if isinstance(self.plugins, str) else tuple(self.plugins)
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrainConfig) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass with eq
+
+    # -- part options as attributes ------------------------------------------------------------
+    def _chosen(self) -> list[tuple[str, str]]:
+        return [("prior", self.prior), ("guide", self.guide), ("likelihood", self.likelihood)]
+
+    def __getattr__(self, name: str) -> Any:  # only for names that are not fields
+        if name.startswith("_") or name == "options":
+            raise AttributeError(name)
+        given = self.__dict__.get("options", {})
+        if name in given:
+            return given[name]
+        try:
+            return _options.default_for(name, self._chosen())
+        except KeyError:
+            raise AttributeError(f"TrainConfig has no setting or part option {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FIELDS or name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self.options[name] = value
+
+    def part_options(self) -> dict[str, Any]:
+        """The options of the chosen prior, guide and likelihood, given or default."""
+        names = [n for kind, part in self._chosen() for n in _options.option_names(kind, part)]
+        return {n: getattr(self, n) for n in dict.fromkeys(names)}
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first impossible setting and its fix."""
         positive = {
             "latent_dim": "--latent-dim",
-            "components": "--components",
-            "pseudo_inputs": "--pseudo-inputs",
             "posthoc_components": "--posthoc-components",
             "epochs": "--epochs",
             "batch_size": "--batch-size",
@@ -121,16 +160,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
-        if self.guide_components is not None and self.guide_components < 1:
-            raise ConfigError(f"--guide-components must be a positive integer, got {self.guide_components!r}")
         if any(h < 1 for h in self.hidden):
             raise ConfigError(f"--hidden sizes must be positive, got {self.hidden!r}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr!r}")
-        if self.w_dim is not None and self.w_dim < 1:
-            raise ConfigError(f"--w-dim must be a positive integer, got {self.w_dim!r}")
-        if self.zprior_threshold is not None and self.zprior_threshold < 0:
-            raise ConfigError(f"--zprior-threshold must be >= 0, got {self.zprior_threshold!r}")
         if self.labels_per_class is not None and self.labels_per_class < 1:
             raise ConfigError(f"--labels-per-class must be a positive integer, got {self.labels_per_class!r}")
         if self.class_weight < 0:
@@ -150,11 +183,44 @@ class TrainConfig:
         for module in self.plugins:
             if not isinstance(module, str) or not all(p.isidentifier() for p in module.split(".")):
                 raise ConfigError(f"plugins must be module names such as 'package.module', got {module!r}")
+        self._validate_options()
 
+    def _validate_options(self) -> None:
+        specs = _options.specs()
+        chosen = self._chosen()
+        takes = {n for kind, part in chosen for n in _options.option_names(kind, part)}
+        for name, value in self.options.items():
+            spec = specs.get(name)
+            if spec is None:
+                valid = ", ".join("--" + n.replace("_", "-") for n in sorted(takes)) or "none"
+                raise ConfigError(
+                    f"unknown setting {name!r}: no field of TrainConfig and no registered part's option "
+                    f"(the chosen parts take: {valid}; a plugin's option needs its plugin loaded)"
+                )
+            if name not in takes and spec.exclusive and value != _options.default_for(name, chosen):
+                raise ConfigError(
+                    f"{spec.flag} {value} applies to {spec.describe_owners()}; prior {self.prior!r}, guide "
+                    f"{self.guide!r} and likelihood {self.likelihood!r} do not take it: drop the flag"
+                )
+            spec.check(value)
+        for name in takes:
+            specs[name].check(getattr(self, name))
+
+    # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        """The common fields and the chosen parts' options, one flat mapping (``config.json``)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
         d["hidden"] = list(self.hidden)
         d["plugins"] = list(self.plugins)
+        d.update(self.part_options())
+        return d
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting as one flat mapping: the fields and every registered part's option
+        (given, or the default the chosen parts would use), as in mixvae 0.1's flat config."""
+        d = self.to_dict()
+        d.update({name: getattr(self, name) for name in _options.specs()})
+        d.update(self.options)
         return d
 
     def to_json(self) -> str:
@@ -162,10 +228,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        """The inverse of :meth:`to_dict`; keys that no field and no registered part's option
+        names are refused (a run written by another mixvae version, or whose plugin is not loaded)."""
+        specs = _options.specs()
+        unknown = sorted(k for k in d if k not in _FIELDS and k not in specs)
         if unknown:
             raise ConfigError(
-                f"unknown configuration keys {unknown}; this run was written by another mixvae version"
+                f"unknown configuration keys {unknown}; this run was written by another mixvae version "
+                "or with a plugin that is not loaded (--plugin MODULE)"
             )
         return cls(**d)
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))

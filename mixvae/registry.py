@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from mixvae import options as _options
 from mixvae.errors import PluginError, UnknownNameError
 
 T = TypeVar("T")
@@ -62,6 +63,8 @@ class Registry(Generic[T]):
                         module=module,
                         problem=f"{self.kind} {name!r} is taken",
                     )
+            if hasattr(obj, "Options"):  # a part's own options (mixvae.options)
+                _options.declare(self.kind, name, obj.Options)
             self._entries[name] = obj
             self._modules[name] = module
             try:
@@ -102,6 +105,7 @@ class Registry(Generic[T]):
         dropped = [n for n, m in self._modules.items() if m == module or m.startswith(module + ".")]
         for n in dropped:
             del self._entries[n], self._modules[n]
+            _options.forget(self.kind, n)
         return dropped
 
     def names(self) -> list[str]:

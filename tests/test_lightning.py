@@ -211,3 +211,31 @@ def test_lightning_path_applies_data_and_warm_starts(small_digits, tmp_path):
     w = warm.guide.state_dict()
     for name, value in source.guide.state_dict().items():
         assert torch.allclose(w[name], value, atol=1e-6), name  # copied, then one step of lr 1e-9
+
+
+@pytest.mark.slow
+def test_lightning_trains_with_labels_and_dynamic_binarisation(small_digits, tmp_path):
+    """Every option of the plain loop works under --devices: the same step (RunObjective) on each rank."""
+    run = train_lightning(
+        TrainConfig(
+            prior="gmm",
+            guide="categorical",
+            hidden=(32,),
+            latent_dim=4,
+            components=10,
+            labels_per_class=20,
+            binarize="dynamic",
+            warmup_epochs=1.0,
+            epochs=6,
+            batch_size=50,
+            lr=3e-3,
+            out=str(tmp_path),
+        ),
+        devices=2,
+        strategy="ddp_spawn",
+        dataset=small_digits,
+        progress=False,
+    )
+    assert run.summary["labels_used"] == 200 and run.summary["objective"] == "direct"
+    # the labelled term trained q(y|x) as a classifier (chance: 0.1)
+    assert run.summary["classification_accuracy"] > 0.5, run.summary

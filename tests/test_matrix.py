@@ -96,34 +96,32 @@ class ShapeRecorder(Messenger):
             self.shapes[msg["name"]] = (tuple(msg["value"].shape), tuple(msg["fn"].batch_shape))
 
 
-def _expected(prior: str, guide: str, b: int, d: int, k: int, particles: int | None):
-    """Shapes (value, batch) per site in model and guide under TraceEnum_ELBO."""
+def _expected(model, guide, b: int, d: int, k: int, particles: int | None):
+    """Shapes (value, batch) per site in model and guide under TraceEnum_ELBO, from the declarations.
+
+    Every continuous site is a D-vector here; an enumerated site takes K values in
+    a new leftmost dimension, and the sites declared after it depend on it.
+    """
     p = () if particles is None else (particles,)
     pb = (*p, b)
-    model: dict[str, Any] = {}
-    guide_: dict[str, Any] = {"z": ((*pb, d), pb)}
     lead = (1,) * (len(p) + 1)  # one plate dim (+ the particle dim) to the right
-    if guide == "categorical":
-        guide_["y"] = ((k, *lead), pb)
-        guide_["z"] = ((k, *pb, d), (k, *pb))
-        model["y"] = ((k, *lead), pb)
-        model["z"] = ((k, *pb, d), (k, *pb))
-        model["x"] = ((b, 64), (k, *pb))
-    elif prior == "dilokthanakul":
-        guide_["w"] = ((*pb, d), pb)
-        model["w"] = ((*pb, d), pb)
-        model["c"] = ((k, *lead), pb)
-        model["z"] = ((*pb, d), (k, *pb))
-        model["x"] = ((b, 64), pb)
-    elif prior in ("gmm", "gmm-full"):
-        # enumerated in the model, one dim left of the guide's (here: none)
-        model["y"] = ((k, *lead), pb)
-        model["z"] = ((*pb, d), (k, *pb))
-        model["x"] = ((b, 64), pb)
-    else:
-        model["z"] = ((*pb, d), pb)
-        model["x"] = ((b, 64), pb)
-    return model, guide_
+    guide_: dict[str, Any] = {}
+    after = False
+    for site in guide.sites:
+        if site.enumerated:
+            guide_[site.name], after = ((k, *lead), pb), True
+        else:
+            guide_[site.name] = ((k, *pb, d), (k, *pb)) if after else ((*pb, d), pb)
+    model_: dict[str, Any] = {}
+    after = False
+    for site in model.prior.sites:
+        value = guide_[site.name][0] if site.name in guide_ else (k, *lead)  # else: enumerated in the model
+        if site.enumerated:
+            model_[site.name], after = (value, pb), True
+        else:
+            model_[site.name] = (value, (k, *pb) if after else pb)
+    model_["x"] = ((b, 64), (k, *pb) if guide.discrete_site is not None else pb)
+    return model_, guide_
 
 
 @pytest.mark.parametrize("particles", [None, 3])
@@ -142,7 +140,7 @@ def test_enumeration_shapes(prior, guide, particles, small_digits):
     )
     loss = elbo.differentiable_loss(mrec(model), grec(guide_obj), small_digits.train_x[:b], 100)
     assert torch.isfinite(loss)
-    want_model, want_guide = _expected(prior, guide, b, d, k, particles)
+    want_model, want_guide = _expected(model, guide_obj, b, d, k, particles)
     assert mrec.shapes == want_model
     assert grec.shapes == want_guide
 

@@ -13,6 +13,7 @@ from pyro.nn import PyroModule
 from mixvae import sites as _sites
 from mixvae.distributions import distribution_mean, distribution_variance
 from mixvae.nn import data_plate, unique_pyro_name
+from mixvae.options import NoOptions
 from mixvae.registry import Registry
 from mixvae.sites import Site
 
@@ -45,6 +46,8 @@ class Guide(PyroModule):
 
     #: the sample sites, in the order of the variational story
     sites: ClassVar[tuple[Site, ...]] = (Site("z", "z_dist"),)
+    #: the guide's own options (a dataclass of :func:`mixvae.options.option` fields)
+    Options: ClassVar[type] = NoOptions
     story: ClassVar[str] = ""
     name: ClassVar[str] = ""
     #: draws for :meth:`q_mean` when q(z|x) has no closed-form mean

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyro
@@ -13,6 +14,7 @@ from torch import nn
 from mixvae.distributions import diag_normal_mixture
 from mixvae.guides.base import GUIDES, Guide
 from mixvae.nn import mlp, positive
+from mixvae.options import option
 from mixvae.sites import Site
 
 if TYPE_CHECKING:
@@ -45,6 +47,15 @@ class CategoricalGuide(Guide):
     """
 
     sites = (Site("y", "y_dist", enumerated=True), Site("z", "z_dist"))
+
+    @dataclass
+    class Options:
+        components: int = option(
+            10,
+            "number K of mixture components of the prior (and values of y of the categorical guide)",
+            minimum=1,
+        )
+
     story = "y ~ q(y|x), z | x,y ~ N(mu(x,y), diag sigma(x,y)^2); provides the model's y"
 
     def __init__(

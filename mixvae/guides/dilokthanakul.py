@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyro
@@ -12,6 +13,7 @@ from torch import nn
 
 from mixvae.guides.base import GUIDES, Guide
 from mixvae.nn import mlp, positive
+from mixvae.options import option
 from mixvae.sites import Site
 
 if TYPE_CHECKING:
@@ -36,6 +38,11 @@ class DilokthanakulGuide(Guide):
     """
 
     sites = (Site("w", "w_dist"), Site("z", "z_dist"))
+
+    @dataclass
+    class Options:
+        w_dim: int | None = option(None, "dimension of w (default: --latent-dim)", minimum=1)
+
     story = "q(w|x) q(z|x), both diagonal Gaussians; for the dilokthanakul prior"
 
     def __init__(

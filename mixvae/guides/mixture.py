@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyro.distributions as dist
@@ -11,6 +12,7 @@ import torch
 from mixvae.distributions import diag_normal_mixture
 from mixvae.guides.base import GUIDES, Guide
 from mixvae.nn import mlp, positive
+from mixvae.options import option
 from mixvae.sites import Site
 
 if TYPE_CHECKING:
@@ -39,6 +41,18 @@ class MixtureGuide(Guide):
     """
 
     sites = (Site("z", "z_dist"),)
+
+    @dataclass
+    class Options:
+        components: int = option(
+            10,
+            "number K of mixture components of the prior (and values of y of the categorical guide)",
+            minimum=1,
+        )
+        guide_components: int | None = option(
+            None, "components of the mixture guide (default: --components)", minimum=1
+        )
+
     story = "q(z|x) = sum_k pi_k(x) N(mu_k(x), diag sigma_k(x)^2), exact log q(z|x)"
 
     def __init__(

@@ -20,20 +20,16 @@ from typing import Any
 import pyro
 import torch
 
-from mixvae.build import build, check_names
+from mixvae.build import build
 from mixvae.config import TrainConfig
-from mixvae.data import Dataset, evaluation_data, load_dataset
+from mixvae.data import Dataset
 from mixvae.errors import ConfigError
 from mixvae.evaluation.summary import summarize
-from mixvae.guides import Guide
-from mixvae.inference.loss import TrainingLoss
 from mixvae.inference.optim import adam
-from mixvae.inference.setup import check_data
-from mixvae.inference.warmstart import warm_start
-from mixvae.models import VAE
-from mixvae.plugins import record_plugins
+from mixvae.inference.setup import start_run
+from mixvae.inference.step import RunObjective, warmup_beta
 from mixvae.runs.checkpoint import Position, checkpoint_payload, save_checkpoint
-from mixvae.runs.folder import Run, prepare_run_dir
+from mixvae.runs.folder import Run
 
 try:  # optional: pip install 'mixvae[lightning]'
     import lightning as _lightning
@@ -58,18 +54,28 @@ def _destroy_process_group() -> None:
 
 
 class SVIModule(_Base):
-    """A LightningModule training ``model`` and ``guide`` on the ELBO, with KL warm-up.
+    """A LightningModule training a run's model and guide on the ELBO, with KL warm-up.
 
-    A module-level class, so that ``ddp_spawn`` can pickle it.
+    Each step is :class:`~mixvae.inference.step.RunObjective`'s loss (the one the
+    plain loop computes: the direct ELBO or Pyro's, ``--binarize dynamic``, the
+    labelled term of a semi-supervised run) on this rank's minibatch, with
+    beta from :func:`~mixvae.inference.step.warmup_beta`.  A module-level
+    class, so that ``ddp_spawn`` can pickle it.
     """
 
-    def __init__(self, model: VAE, guide: Guide, config: TrainConfig, num_data: int) -> None:
+    def __init__(self, run: Run, data: Dataset) -> None:
         super().__init__()
-        self.model, self.guide = model, guide
-        self.config, self.num_data = config, num_data
-        self.objective = TrainingLoss(
-            model, guide, objective=config.objective, analytic_kl=config.kl == "analytic"
-        )
+        self.model, self.guide, self.config = run.model, run.guide, run.config
+        self.objective = RunObjective(run, data, torch.device("cpu"))
+        self.num_data = self.objective.num_data
+        self.gen: torch.Generator | None = None
+
+    def _generator(self) -> torch.Generator:
+        # Each rank binarises and draws labelled points from its own seeded stream.
+        if self.gen is None or self.gen.device != self.device:
+            rank = self.trainer.global_rank if self._trainer is not None else 0
+            self.gen = torch.Generator(device=self.device).manual_seed(self.config.seed + 1000 * rank)
+        return self.gen
 
     def setup(self, stage: str) -> None:
         # Lightning destroys the process group at exit only for NCCL; a gloo
@@ -84,12 +90,11 @@ class SVIModule(_Base):
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         (x,) = batch
         c = self.config
-        steps = c.warmup_epochs * math.ceil(self.num_data / (c.batch_size * self.trainer.world_size))
-        beta = min(1.0, (self.global_step + 1) / steps) if steps else 1.0
+        steps_per_epoch = math.ceil(self.num_data / (c.batch_size * self.trainer.world_size))
+        beta = warmup_beta(self.global_step + 1, steps_per_epoch, c.warmup_epochs)
+        self.objective.to(x.device)
         with pyro.validation_enabled(False):
-            if batch_idx == 0 and self.current_epoch == 0:  # the direct ELBO against Pyro's, once
-                self.objective.verify(x, self.num_data, beta=beta)
-            loss = self.objective(x, self.num_data, beta=beta)
+            loss = self.objective(x, beta, self._generator())
         self.log("train_loss", loss.detach() / self.num_data, on_epoch=True, on_step=False, sync_dist=True)
         return loss
 
@@ -120,29 +125,14 @@ def train_lightning(
     :param max_steps: stop after this many optimisation steps (``-1``: ``config.epochs`` epochs).
     """
     lightning = import_lightning()
-    config.validate()
-    check_names(config)
-    record_plugins(config)
-    data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
-    check_data(data, config)
-    if config.binarize == "dynamic" or config.labels_per_class is not None:
-        raise ConfigError(
-            "--devices supports neither --binarize dynamic nor --labels-per-class yet; train in one process"
-        )
     if config.out is None:
         raise ConfigError("training on several devices needs an explicit --out (every process must agree)")
-    run_dir = prepare_run_dir(config)
-    pyro.set_rng_seed(config.seed)
-    model, guide = build(config, data.data_dim)
-    # As in train(), and deterministic in the seed: every process starts from the same parameters.
-    model.prior.initialise_from_data(data.train_x, torch.Generator().manual_seed(config.seed))
-    origin = None
-    if config.init_from is not None:
-        codes_x = evaluation_data(data.train_x, config.binarize)
-        origin = warm_start(model, guide, config.init_from, codes_x, config=config, seed=config.seed)
-    module = SVIModule(model, guide, config, len(data.train_x))
+    run, data, origin = start_run(config, dataset, device=torch.device("cpu"), write=False, builder=build)
+    run_dir = run.run_dir
+    assert run_dir is not None
+    module = SVIModule(run, data)
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(data.train_x), batch_size=config.batch_size, shuffle=True
+        torch.utils.data.TensorDataset(module.objective.train_x), batch_size=config.batch_size, shuffle=True
     )
     trainer = lightning.Trainer(
         accelerator=accelerator,
@@ -173,7 +163,7 @@ def train_lightning(
         )
         run.summary = summarize(run, data)
         run.summary["devices"] = devices
-        run.summary["objective"] = module.objective.describe()
+        run.summary["objective"] = module.objective.loss.describe()
         (run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
     return run
 

@@ -1,13 +1,23 @@
-"""What both training loops (the plain one and Lightning's) check before the first step."""
+"""What both training loops (the plain one and Lightning's) do before the first step."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pyro
 import torch
 
+from mixvae.build import build, check_names
 from mixvae.config import TrainConfig
-from mixvae.data import Dataset
+from mixvae.data import DATASETS, Dataset, evaluation_data, load_dataset
 from mixvae.errors import ConfigError, DataError
-from mixvae.models import LIKELIHOODS
+from mixvae.guides import Guide
+from mixvae.inference.warmstart import warm_start
+from mixvae.models import LIKELIHOODS, VAE
+from mixvae.plugins import record_plugins
+from mixvae.runs.folder import Run, prepare_run_dir
 
 
 def resolve_device(name: str) -> torch.device:
@@ -41,3 +51,46 @@ def check_data(data: Dataset, config: TrainConfig) -> None:
             f"--batch-size {config.batch_size} is larger than the {len(data.train_x)} training "
             "points; use a smaller batch size"
         )
+
+
+def start_run(
+    config: TrainConfig,
+    dataset: Dataset | None,
+    *,
+    device: torch.device,
+    write: bool = True,
+    builder: Callable[[TrainConfig, int], tuple[VAE, Guide]] = build,
+) -> tuple[Run, Dataset, dict[str, Any] | None]:
+    """A new run, ready for its first step: checked, its data loaded, model and guide built.
+
+    Checks the settings and the data before any work, records the plugin
+    modules of its parts, prepares the run folder, builds the model and guide
+    from ``config.seed`` (every process of a multi-process run starts from the
+    same parameters), applies the prior's data-dependent start and the warm
+    start (``--init-from``).
+
+    :param write: write ``config.json`` and ``init_from.json`` now (Lightning's rank 0 writes them at the end).
+    :returns: the run, its data and where its warm start came from (or ``None``).
+    """
+    config.validate()
+    check_names(config)
+    record_plugins(config)  # where the parts came from, for evaluate / sample / resume
+    if dataset is None:
+        DATASETS[config.dataset]  # unknown names fail before any loading
+    data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
+    check_data(data, config)
+    run_dir = prepare_run_dir(config)
+    if write:
+        (run_dir / "config.json").write_text(config.to_json() + "\n")
+    pyro.set_rng_seed(config.seed)
+    model, guide = builder(config, data.data_dim)
+    run = Run(model.to(device), guide.to(device), config, run_dir)
+    # Its own generator: priors without a data-dependent start leave every stream untouched.
+    model.prior.initialise_from_data(data.train_x, torch.Generator().manual_seed(config.seed))
+    origin = None
+    if config.init_from is not None:
+        codes_x = evaluation_data(data.train_x.to(device), config.binarize)
+        origin = warm_start(model, guide, config.init_from, codes_x, config=config, seed=config.seed)
+        if write:
+            (run_dir / "init_from.json").write_text(json.dumps(origin, indent=2) + "\n")
+    return run, data, origin

@@ -17,23 +17,26 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from mixvae.build import build, check_names
 from mixvae.config import TrainConfig
-from mixvae.data import DATASETS, Dataset, evaluation_data, load_dataset
+from mixvae.data import Dataset, evaluation_data, load_dataset
 from mixvae.errors import ConfigError, DataError
 from mixvae.evaluation.posthoc import ensure_posthoc_gmm
 from mixvae.evaluation.summary import summarize
 from mixvae.figures.training import write_figures
 from mixvae.inference.divergence import all_finite, check_params, diverged
-from mixvae.inference.loss import TrainingLoss
-from mixvae.inference.objectives import LatentScale, evaluate_elbo, make_elbo
+from mixvae.inference.objectives import evaluate_elbo
 from mixvae.inference.optim import adam
-from mixvae.inference.semisupervised import labelled_loss, labelled_split
-from mixvae.inference.setup import check_data, resolve_device
-from mixvae.inference.warmstart import warm_start
+from mixvae.inference.setup import check_data, resolve_device, start_run
+from mixvae.inference.step import RunObjective, warmup_beta
 from mixvae.plugins import record_plugins
 from mixvae.runs.checkpoint import Position, checkpoint_payload, load_checkpoint, restore_rng, save_checkpoint
-from mixvae.runs.folder import Run, config_from_payload, load_into_run, prepare_run_dir, truncate_metrics
+from mixvae.runs.folder import (
+    Run,
+    config_from_payload,
+    load_into_run,
+    read_metrics,
+    truncate_metrics,
+)
 
 
 class _StopRequest:
@@ -60,7 +63,7 @@ class _StopRequest:
 def train(
     config: TrainConfig | None = None,
     *,
-    dataset: Dataset | None = None,
+    dataset: Dataset | str | None = None,
     progress: bool = True,
     figures: bool = True,
     after_step: Callable[[int], None] | None = None,
@@ -89,28 +92,13 @@ def train(
     :param after_step: called with the number of completed steps after each step.
     :returns: the trained :class:`Run`.
     """
+    if isinstance(dataset, str):  # train(dataset="mnist"): the name of a registered data set
+        dataset, overrides = None, {**overrides, "dataset": dataset}
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     if dataset is not None:
         config.dataset = dataset.name  # what the run was trained on, for later commands
-    config.validate()
-    check_names(config)
-    record_plugins(config)  # where the parts came from, for evaluate / sample / resume
     device = resolve_device(config.device)
-    if dataset is None:
-        DATASETS[config.dataset]  # unknown names fail before any loading
-    data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
-    check_data(data, config)
-    run_dir = prepare_run_dir(config)
-    (run_dir / "config.json").write_text(config.to_json() + "\n")
-    pyro.set_rng_seed(config.seed)
-    model, guide = build(config, data.data_dim)
-    run = Run(model.to(device), guide.to(device), config, run_dir)
-    # Its own generator: priors without a data-dependent start leave every stream untouched.
-    model.prior.initialise_from_data(data.train_x, torch.Generator().manual_seed(config.seed))
-    if config.init_from is not None:
-        codes_x = evaluation_data(data.train_x.to(device), config.binarize)
-        origin = warm_start(model, guide, config.init_from, codes_x, config=config, seed=config.seed)
-        (run_dir / "init_from.json").write_text(json.dumps(origin, indent=2) + "\n")
+    run, data, _ = start_run(config, dataset, device=device)
     optimizer = _optimizer(run)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     return _fit(
@@ -197,150 +185,177 @@ def _fit(
     after_step: Callable[[int], None] | None = None,
 ) -> Run:
     """The loop shared by :func:`train` and :func:`resume`."""
-    config, model, guide = run.config, run.model, run.guide
-    assert run.run_dir is not None
-    device = next(model.parameters()).device
-    split = labelled_split(data, config, run.model, run.guide)
-    train_x = data.train_x[split.unlabelled].to(device)
-    heldout_x = evaluation_data(data.test_x.to(device), config.binarize)
-    warmup = LatentScale()
-    analytic_kl = config.kl == "analytic"
-    unlabelled_loss = TrainingLoss(model, guide, objective=config.objective, analytic_kl=analytic_kl)
-    verified = False
-    if split.labelled.numel():
-        labelled_x = data.train_x[split.labelled].to(device)
-        labelled_y = data.train_y[split.labelled].to(device)
-        labelled_bs = min(config.batch_size, len(labelled_x))
-        # Labelled points observe the discrete site: nothing is enumerated for them.
-        labelled_elbo = make_elbo(enumerates=False, analytic_kl=analytic_kl)
-    params = [*model.parameters(), *guide.parameters()]
-    n, bs = len(train_x), config.batch_size
-    steps_per_epoch = math.ceil(n / bs)
-    warmup_steps = config.warmup_epochs * steps_per_epoch
-    ckpt = run.run_dir / "checkpoint.pt"
-    start = time.perf_counter()
-    # Denormal floats in Adam's moments slow CPU training by 40-60% on MNIST.
-    torch.set_flush_denormal(True)
-    bar = tqdm(
-        total=config.epochs * steps_per_epoch,
-        initial=pos.step,
-        disable=not progress,
-        unit="step",
-        mininterval=0.5,
-    )
-    try:
-        with pyro.get_param_store().scope(), warnings.catch_warnings(), _StopRequest() as stop:
-            # A non-finite loss raises TrainingDiverged below; Pyro's own warning is noise.
-            warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
-            while pos.epoch < config.epochs:
-                t0 = time.perf_counter()
-                if pos.batch == 0:
-                    pos.perm, pos.total = torch.randperm(n, generator=gen, device=device), 0.0
-                # (a run resumed after the last step of an epoch takes no step before the checks below)
-                xb = train_x[:bs]
-                while pos.batch < steps_per_epoch:
-                    xb = train_x[pos.perm[pos.batch * bs : (pos.batch + 1) * bs]]
-                    if config.binarize == "dynamic":
-                        xb = torch.bernoulli(xb, generator=gen)
-                    warmup.beta = min(1.0, (pos.step + 1) / warmup_steps) if warmup_steps else 1.0
-                    # Validate the first step only (distribution arguments; with Pyro's ELBO
-                    # also model/guide mismatches): it costs about 5% per step after that.
-                    try:
-                        with pyro.validation_enabled(pos.step == 0):
-                            if not verified:  # the direct ELBO against Pyro's, once per process
-                                unlabelled_loss.verify(xb, n, beta=warmup.beta)
-                                verified = True
-                            loss = unlabelled_loss(xb, n, beta=warmup.beta)
-                            if split.labelled.numel():
-                                loss = loss + labelled_loss(
-                                    run, labelled_elbo, warmup, labelled_x, labelled_y, labelled_bs, gen
-                                )
-                    except (RuntimeError, ValueError) as e:
-                        # A NaN update can make a distribution refuse its parameters
-                        # (e.g. sampling a Categorical with NaN weights): name the cause.
-                        if pos.step > 0:
-                            where = f"epoch {pos.epoch + 1}, step {pos.batch}"
-                            check_params(run, params, xb, n, where, ckpt, cause=e)
-                        raise
-                    optimizer.zero_grad(set_to_none=True)
-                    finite = bool(torch.isfinite(loss))
-                    if finite:
-                        loss.backward()
-                        if config.clip_grad is not None:
-                            norm = torch.nn.utils.clip_grad_norm_(params, config.clip_grad)
-                            finite = bool(torch.isfinite(norm))
-                    # Without clipping the gradients are not scanned at every step (that
-                    # cost ~15% of a step): a non-finite gradient makes the parameters
-                    # non-finite, which the next loss, or the check before each
-                    # checkpoint, reports.  The checkpoint on disk stays the last good one.
-                    if not finite:
-                        where = f"epoch {pos.epoch + 1}, step {pos.batch + 1}"
-                        what = f"the loss became {float(loss.detach())}"
-                        if torch.isfinite(loss):
-                            what = "the gradient norm became non-finite"
-                        elif pos.batch > 0 and not all_finite(params):
-                            # the previous update, not this batch, broke the parameters
-                            where = f"epoch {pos.epoch + 1}, step {pos.batch}"
-                            what = "the parameters became non-finite"
-                        raise diverged(run, xb, n, where, ckpt, what)
-                    optimizer.step()
-                    pos.step += 1
-                    pos.batch += 1
-                    pos.total += float(loss.detach()) / n
-                    bar.update()
-                    if pos.batch % 10 == 1:
-                        bar.set_postfix_str(
-                            f"epoch {pos.epoch + 1} loss {pos.total / pos.batch:.2f}", refresh=False
-                        )
-                    if after_step is not None:
-                        after_step(pos.step)
-                    if stop.signal:
-                        check_params(run, params, xb, n, f"epoch {pos.epoch + 1}, step {pos.batch}", ckpt)
-                        save_checkpoint(
-                            ckpt,
-                            checkpoint_payload(
-                                (run.model, run.guide), run.config, optimizer, data.data_dim, pos, gen
-                            ),
-                        )
-                        run.epoch, run.interrupted = pos.epoch, stop.signal
+    return _Fit(run, data, optimizer, gen, pos, after_step).run_epochs(progress=progress, figures=figures)
+
+
+class _Fit:
+    """The state of one training loop: its steps, epoch ends, checkpoints and end of training."""
+
+    def __init__(
+        self,
+        run: Run,
+        data: Dataset,
+        optimizer: torch.optim.Optimizer,
+        gen: torch.Generator,
+        pos: Position,
+        after_step: Callable[[int], None] | None,
+    ) -> None:
+        assert run.run_dir is not None
+        self.run, self.data, self.optimizer, self.gen, self.pos = run, data, optimizer, gen, pos
+        self.after_step = after_step
+        self.config = run.config
+        self.device = next(run.model.parameters()).device
+        self.objective = RunObjective(run, data, self.device)
+        self.heldout_x = evaluation_data(data.test_x.to(self.device), self.config.binarize)
+        self.params = [*run.model.parameters(), *run.guide.parameters()]
+        self.steps_per_epoch = math.ceil(self.objective.num_data / self.config.batch_size)
+        self.ckpt = run.run_dir / "checkpoint.pt"
+
+    def _where(self, batch: int) -> str:
+        return f"epoch {self.pos.epoch + 1}, step {batch}"
+
+    def _check(self, xb: torch.Tensor, cause: BaseException | None = None) -> None:
+        check_params(
+            self.run, self.params, xb, self.objective.num_data, self._where(self.pos.batch), self.ckpt, cause
+        )
+
+    def checkpoint(self) -> None:
+        payload = checkpoint_payload(
+            (self.run.model, self.run.guide),
+            self.config,
+            self.optimizer,
+            self.data.data_dim,
+            self.pos,
+            self.gen,
+        )
+        save_checkpoint(self.ckpt, payload)
+
+    def run_epochs(self, *, progress: bool, figures: bool) -> Run:
+        config, pos, run = self.config, self.pos, self.run
+        start = time.perf_counter()
+        # Denormal floats in Adam's moments slow CPU training by 40-60% on MNIST.
+        torch.set_flush_denormal(True)
+        self.bar = tqdm(
+            total=config.epochs * self.steps_per_epoch,
+            initial=pos.step,
+            disable=not progress,
+            unit="step",
+            mininterval=0.5,
+        )
+        try:
+            with pyro.get_param_store().scope(), warnings.catch_warnings(), _StopRequest() as stop:
+                # A non-finite loss raises TrainingDiverged below; Pyro's own warning is noise.
+                warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+                while pos.epoch < config.epochs:
+                    if not self.epoch(stop):
                         return run
-                train_seconds = time.perf_counter() - t0  # the optimisation steps alone
-                check_params(run, params, xb, n, f"epoch {pos.epoch + 1}, step {pos.batch}", ckpt)
-                pos.epoch, pos.batch = pos.epoch + 1, 0
-                run.epoch = pos.epoch
-                record = {
-                    "epoch": pos.epoch,
-                    "step": pos.step,
-                    "beta": min(1.0, pos.step / warmup_steps) if warmup_steps else 1.0,  # the last step's
-                    "train_loss": pos.total / steps_per_epoch,
-                    "heldout_elbo": evaluate_elbo(model, guide, heldout_x, batch_size=config.eval_batch_size),
-                    "train_seconds": train_seconds,
-                    "seconds": time.perf_counter() - t0,
-                }
-                with open(run.run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                # A signal that arrived during the epoch-end evaluation also gets a
-                # checkpoint, so that no finished epoch is lost.
-                if pos.epoch % config.checkpoint_every == 0 or pos.epoch == config.epochs or stop.signal:
-                    save_checkpoint(
-                        ckpt,
-                        checkpoint_payload(
-                            (run.model, run.guide), run.config, optimizer, data.data_dim, pos, gen
-                        ),
-                    )
-                if stop.signal:
-                    run.interrupted = stop.signal
-                    return run
-            bar.close()
-            if model.prior.fits_posthoc_gmm:
-                ensure_posthoc_gmm(run, data, refit=True)
-            run.summary = summarize(run, data, seconds=time.perf_counter() - start)
-            run.summary["objective"] = unlabelled_loss.describe()
-            (run.run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
-            if figures:
-                metrics = [json.loads(ln) for ln in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
-                write_figures(run, data, metrics)
-    finally:
-        bar.close()
-        torch.set_flush_denormal(False)
-    return run
+                self.bar.close()
+                self.finish(start, figures)
+        finally:
+            self.bar.close()
+            torch.set_flush_denormal(False)
+        return run
+
+    def epoch(self, stop: _StopRequest) -> bool:
+        """Finish the current epoch; False when a signal stopped the loop (checkpoint written)."""
+        pos, n, bs = self.pos, self.objective.num_data, self.config.batch_size
+        t0 = time.perf_counter()
+        if pos.batch == 0:
+            pos.perm, pos.total = torch.randperm(n, generator=self.gen, device=self.device), 0.0
+        # (a run resumed after the last step of an epoch takes no step before the checks below)
+        xb = self.objective.train_x[:bs]
+        while pos.batch < self.steps_per_epoch:
+            xb = self.objective.train_x[pos.perm[pos.batch * bs : (pos.batch + 1) * bs]]
+            self.step(xb)
+            if stop.signal:
+                self._check(xb)
+                self.checkpoint()
+                self.run.epoch, self.run.interrupted = pos.epoch, stop.signal
+                return False
+        train_seconds = time.perf_counter() - t0  # the optimisation steps alone
+        self._check(xb)
+        pos.epoch, pos.batch = pos.epoch + 1, 0
+        self.run.epoch = pos.epoch
+        self.record_epoch(t0, train_seconds)
+        # A signal that arrived during the epoch-end evaluation also gets a
+        # checkpoint, so that no finished epoch is lost.
+        if pos.epoch % self.config.checkpoint_every == 0 or pos.epoch == self.config.epochs or stop.signal:
+            self.checkpoint()
+        if stop.signal:
+            self.run.interrupted = stop.signal
+            return False
+        return True
+
+    def step(self, xb: torch.Tensor) -> None:
+        """One optimisation step on the minibatch ``xb``; divergence stops before the update."""
+        pos, config, n = self.pos, self.config, self.objective.num_data
+        beta = warmup_beta(pos.step + 1, self.steps_per_epoch, config.warmup_epochs)
+        # Validate the first step only (distribution arguments; with Pyro's ELBO
+        # also model/guide mismatches): it costs about 5% per step after that.
+        try:
+            with pyro.validation_enabled(pos.step == 0):
+                loss = self.objective(xb, beta, self.gen)
+        except (RuntimeError, ValueError) as e:
+            # A NaN update can make a distribution refuse its parameters
+            # (e.g. sampling a Categorical with NaN weights): name the cause.
+            if pos.step > 0:
+                self._check(xb, cause=e)
+            raise
+        self.optimizer.zero_grad(set_to_none=True)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            if config.clip_grad is not None:
+                norm = torch.nn.utils.clip_grad_norm_(self.params, config.clip_grad)
+                finite = bool(torch.isfinite(norm))
+        # Without clipping the gradients are not scanned at every step (that
+        # cost ~15% of a step): a non-finite gradient makes the parameters
+        # non-finite, which the next loss, or the check before each
+        # checkpoint, reports.  The checkpoint on disk stays the last good one.
+        if not finite:
+            where, what = self._where(pos.batch + 1), f"the loss became {float(loss.detach())}"
+            if torch.isfinite(loss):
+                what = "the gradient norm became non-finite"
+            elif pos.batch > 0 and not all_finite(self.params):
+                # the previous update, not this batch, broke the parameters
+                where, what = self._where(pos.batch), "the parameters became non-finite"
+            raise diverged(self.run, xb, n, where, self.ckpt, what)
+        self.optimizer.step()
+        pos.step += 1
+        pos.batch += 1
+        pos.total += float(loss.detach()) / n
+        self.bar.update()
+        if pos.batch % 10 == 1:
+            self.bar.set_postfix_str(f"epoch {pos.epoch + 1} loss {pos.total / pos.batch:.2f}", refresh=False)
+        if self.after_step is not None:
+            self.after_step(pos.step)
+
+    def record_epoch(self, t0: float, train_seconds: float) -> None:
+        """Append the finished epoch's line to ``metrics.jsonl``."""
+        pos, config, run = self.pos, self.config, self.run
+        record = {
+            "epoch": pos.epoch,
+            "step": pos.step,
+            "beta": warmup_beta(pos.step, self.steps_per_epoch, config.warmup_epochs),  # the last step's
+            "train_loss": pos.total / self.steps_per_epoch,
+            "heldout_elbo": evaluate_elbo(
+                run.model, run.guide, self.heldout_x, batch_size=config.eval_batch_size
+            ),
+            "train_seconds": train_seconds,
+            "seconds": time.perf_counter() - t0,
+        }
+        assert run.run_dir is not None
+        with open(run.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def finish(self, start: float, figures: bool) -> None:
+        """The end of training: the post-hoc GMM, ``summary.json`` and the figures."""
+        run, data = self.run, self.data
+        assert run.run_dir is not None
+        if run.model.prior.fits_posthoc_gmm:
+            ensure_posthoc_gmm(run, data, refit=True)
+        run.summary = summarize(run, data, seconds=time.perf_counter() - start)
+        run.summary["objective"] = self.objective.loss.describe()
+        (run.run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
+        if figures:
+            write_figures(run, data, read_metrics(run.run_dir))

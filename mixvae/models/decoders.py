@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import pyro.distributions as dist
 import torch
@@ -11,7 +12,11 @@ from pyro.nn import PyroModule, PyroParam
 from torch import nn
 
 from mixvae.nn import mlp
+from mixvae.options import NoOptions
 from mixvae.registry import Registry
+
+if TYPE_CHECKING:
+    from mixvae.config import TrainConfig
 
 LIKELIHOODS: Registry[type[Decoder]] = Registry("likelihood")
 
@@ -25,14 +30,21 @@ class Decoder(PyroModule):
     """
 
     #: whether x must lie in [0, 1]
-    unit_interval: bool = False
-    story: str = ""
-    name: str = ""
+    unit_interval: ClassVar[bool] = False
+    story: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    #: the likelihood's own options (a dataclass of :func:`mixvae.options.option` fields)
+    Options: ClassVar[type] = NoOptions
 
     def __init__(self, latent_dim: int, data_dim: int, hidden: Sequence[int] = (512, 512)) -> None:
         super().__init__()
         self.data_dim = data_dim
         self.net = mlp([latent_dim, *hidden, data_dim])
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, data_dim: int) -> Decoder:
+        """Build the decoder a training configuration asks for."""
+        return cls(config.latent_dim, data_dim, config.hidden)
 
     def forward(self, z: torch.Tensor) -> dist.TorchDistribution:
         """p(x | z), batch shape ``z.shape[:-1]``, event shape (P,)."""

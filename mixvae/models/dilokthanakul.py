@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyro
@@ -12,6 +13,7 @@ from pyro.ops.indexing import Vindex
 
 from mixvae.models.priors import PRIORS, Prior
 from mixvae.nn import mlp, positive
+from mixvae.options import option
 from mixvae.sites import Site
 
 if TYPE_CHECKING:
@@ -44,6 +46,19 @@ class DilokthanakulPrior(Prior):
     """
 
     sites = (Site("w", "w_dist"), Site("c", "c_dist", enumerated=True), Site("z", "z_dist"))
+
+    @dataclass
+    class Options:
+        components: int = option(
+            10,
+            "number K of mixture components of the prior (and values of y of the categorical guide)",
+            minimum=1,
+        )
+        w_dim: int | None = option(None, "dimension of w (default: --latent-dim)", minimum=1)
+        zprior_threshold: float | None = option(
+            None, "z-prior free bits: KL(p(c|w,z) || p(c)) gets gradient only above this (nats)", minimum=0
+        )
+
     story = "w ~ N(0, I), c ~ Cat(1/K), z | w,c ~ N(mu_c(w), diag sigma_c(w)^2)"
 
     def __init__(

@@ -8,6 +8,7 @@ component posterior and its samples are all read from that declaration.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -20,6 +21,7 @@ from pyro.nn import PyroModule, PyroParam
 from mixvae import sites as _sites
 from mixvae.distributions import DiagNormalMixture
 from mixvae.errors import ConfigError
+from mixvae.options import NoOptions, option
 from mixvae.registry import Registry
 from mixvae.sites import Site
 
@@ -59,6 +61,8 @@ class Prior(PyroModule):
 
     #: the latent sample sites, in the order of the generative story
     sites: ClassVar[tuple[Site, ...]] = ()
+    #: the prior's own options (a dataclass of :func:`mixvae.options.option` fields)
+    Options: ClassVar[type] = NoOptions
     #: one-line generative story, shown by ``mixvae list``
     story: ClassVar[str] = ""
     name: ClassVar[str] = ""
@@ -282,6 +286,22 @@ class GMMPrior(Prior):
 
     sites = (Site("y", "y_dist", enumerated=True), Site("z", "z_dist"))
     story = "y ~ Cat(pi), z | y ~ N(mu_y, diag sigma_y^2)"
+
+    @dataclass
+    class Options:
+        components: int = option(
+            10,
+            "number K of mixture components of the prior (and values of y of the categorical guide)",
+            minimum=1,
+        )
+        mixture_weights: str = option(
+            "learned",
+            "mixing weights pi: learned | uniform (fixed at 1/K, as in Rui Shu's GMVAE; with --init-from "
+            "the fitted GMM's means and covariances are copied, not its weights)",
+            choices=("learned", "uniform"),
+            exclusive=True,
+        )
+
     fits_codes = True
     has_mixing_weights = True
     #: the components' covariance: ``"diag"`` (scales, (K, D)) or ``"full"`` (Cholesky factors, (K, D, D))

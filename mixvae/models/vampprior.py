@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyro.distributions as dist
@@ -13,6 +14,7 @@ from mixvae.distributions import DiagNormalMixture
 from mixvae.errors import ConfigError
 from mixvae.models.decoders import LIKELIHOODS
 from mixvae.models.priors import PRIORS, Prior
+from mixvae.options import option
 from mixvae.sites import Site
 
 if TYPE_CHECKING:
@@ -47,6 +49,16 @@ class VampPrior(Prior):
 
     sites = (Site("z", "z_dist"),)
     story = "z ~ (1/K) sum_k q(z | u_k) with K learned pseudo-inputs u_k (the guide's encoder)"
+
+    @dataclass
+    class Options:
+        pseudo_inputs: int = option(500, "number K of learned pseudo-inputs", minimum=1)
+        pseudo_init: str = option(
+            "random",
+            "initial pseudo-inputs: random (near-constant images, like Tomczak & Welling's default) "
+            "| data (K distinct random training images)",
+            choices=("random", "data"),
+        )
 
     def __init__(
         self,
