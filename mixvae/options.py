@@ -60,6 +60,16 @@ def option(
     return field(default=default, metadata=meta)
 
 
+def components_option() -> Any:
+    """The shared ``--components`` option: K of a mixture prior, and the values of y (or the
+    components) of a guide with K components (one declaration for all of them)."""
+    return option(
+        10,
+        "number K of mixture components of the prior (and values of y of the categorical guide)",
+        minimum=1,
+    )
+
+
 @dataclass
 class NoOptions:
     """The options of a part that has none."""

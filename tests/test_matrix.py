@@ -304,3 +304,16 @@ def test_training_with_the_direct_objective_is_training_with_pyro(
     ours, pyros = (dict(runs[o].guide.named_parameters()) for o in ("auto", "pyro"))
     for name, value in ours.items():
         torch.testing.assert_close(value, pyros[name], rtol=1e-3, atol=1e-4)
+
+
+def test_the_readme_guide_table_says_what_the_registries_allow():
+    import re
+
+    from tests.conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| guide | q | pairs with |") :].split("\n\n")[0]
+    rows = re.findall(r"^\| `([a-z-]+)` \| .*\| ([a-z, -]+) \|$", table, flags=re.M)
+    assert {name for name, _ in rows} == set(GUIDES.names())
+    for name, pairs in rows:
+        assert [p.strip() for p in pairs.split(",")] == compatible_priors(name), name

@@ -307,46 +307,21 @@ def evaluate_run(
         "iw_samples": iw_samples,
     }
     iw_args = dict(chunk_samples=chunk_samples, batch_size=batch_size, seed=_sub_seed(seed, "iw"), khat=True)
-    iw = importance_sampling(model, guide, x, iw_samples, **iw_args)
-    result.update(_iw_summary(iw))
-    if model.prior.fits_posthoc_gmm:
-        # For this prior, p(z) in the likelihood is the GMM fitted to q(z) after
-        # training.  The same seed gives the same draws of z, so the difference
-        # to log_likelihood above is free of sampling noise in q.
-        gmm = ensure_posthoc_gmm(run, data)
-        p_gmm = gmm.distribution()
-        post = importance_sampling(
-            model, guide, x, iw_samples, **iw_args, prior_log_prob=lambda lat: p_gmm.log_prob(lat["z"])
-        )
-        result["posthoc_gmm"] = {"num_components": gmm.num_components, **_iw_summary(post)}
-
-    surgery = elbo_surgery(model, guide, x, num_points=surgery_points, seed=_sub_seed(seed, "surgery"))
-    result.update({k: v for k, v in asdict(surgery).items() if k != "num_points"})
-    result["surgery_points"] = surgery.num_points
-    units = active_units(guide, x)
-    result.update(
-        active_units=units.count, active_units_threshold=0.01, latent_variances=units.variances.tolist()
+    iw = _likelihood(run, data, x, iw_samples, iw_args, result)
+    prior_z, posterior = _aggregate_posterior(
+        model,
+        guide,
+        x,
+        result,
+        seed=seed,
+        num_draws=num_draws,
+        surgery_points=surgery_points,
+        mmd_permutations=mmd_permutations,
     )
-    prior_z, posterior = _latent_draws(model, guide, x, num_draws, seed)
-    mmd = mmd_test(posterior.z, prior_z, num_permutations=mmd_permutations, seed=_sub_seed(seed, "mmd"))
-    result.update(mmd=mmd.mmd2, mmd_pvalue=mmd.pvalue, mmd_bandwidth=mmd.bandwidth, mmd_draws=num_draws)
-
     clusters: dict[str, Clustering] = {}
     if labels is not None:
         clusters, result["clustering"] = _clustering(run, data, x, train_x, labels, seed)
-    quality: dict[str, Any] = {}
-    if data.train_y is not None:
-        if classifier is None:
-            classifier = fit_sample_classifier(data.train_x, data.train_y, seed=seed)
-        if labels is not None:
-            accuracy = float(classifier.score(raw_x.cpu().numpy(), labels.numpy()))
-            result["classifier"] = {"kind": type(classifier).__name__, f"{split}_accuracy": accuracy}
-        quality = sample_quality(
-            run, data, classifier, num_samples=num_draws, seed=_sub_seed(seed, "samples")
-        )
-        quality["data"] = score_images(classifier, raw_x[:num_draws])
-        result["sample_quality"] = {name: q.to_dict() for name, q in quality.items()}
-
+    quality = _sample_quality(run, data, raw_x, labels, split, classifier, num_draws, seed, result)
     idata = _inference_data(run, prior_z, posterior.z, read_metrics(run_dir))
     idata.to_netcdf(str(run_dir / "inference_data.nc"))
     if figures:
@@ -369,3 +344,73 @@ def evaluate_run(
         )
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _likelihood(
+    run: Run, data: Dataset, x: torch.Tensor, iw_samples: int, iw_args: dict[str, Any], result: dict[str, Any]
+) -> ImportanceResult:
+    """The importance-weighted numbers into ``result`` (and, for a post-hoc GMM prior, with it as p(z))."""
+    model, guide = run.model, run.guide
+    iw = importance_sampling(model, guide, x, iw_samples, **iw_args)
+    result.update(_iw_summary(iw))
+    if model.prior.fits_posthoc_gmm:
+        # For this prior, p(z) in the likelihood is the GMM fitted to q(z) after
+        # training.  The same seed gives the same draws of z, so the difference
+        # to log_likelihood above is free of sampling noise in q.
+        gmm = ensure_posthoc_gmm(run, data)
+        p_gmm = gmm.distribution()
+        post = importance_sampling(
+            model, guide, x, iw_samples, **iw_args, prior_log_prob=lambda lat: p_gmm.log_prob(lat["z"])
+        )
+        result["posthoc_gmm"] = {"num_components": gmm.num_components, **_iw_summary(post)}
+    return iw
+
+
+def _aggregate_posterior(
+    model: VAE,
+    guide: Guide,
+    x: torch.Tensor,
+    result: dict[str, Any],
+    *,
+    seed: int,
+    num_draws: int,
+    surgery_points: int | None,
+    mmd_permutations: int,
+) -> tuple[torch.Tensor, AggregateDraws]:
+    """ELBO surgery, active units and the MMD test into ``result``; returns the prior and q(z) draws."""
+    surgery = elbo_surgery(model, guide, x, num_points=surgery_points, seed=_sub_seed(seed, "surgery"))
+    result.update({k: v for k, v in asdict(surgery).items() if k != "num_points"})
+    result["surgery_points"] = surgery.num_points
+    units = active_units(guide, x)
+    result.update(
+        active_units=units.count, active_units_threshold=0.01, latent_variances=units.variances.tolist()
+    )
+    prior_z, posterior = _latent_draws(model, guide, x, num_draws, seed)
+    mmd = mmd_test(posterior.z, prior_z, num_permutations=mmd_permutations, seed=_sub_seed(seed, "mmd"))
+    result.update(mmd=mmd.mmd2, mmd_pvalue=mmd.pvalue, mmd_bandwidth=mmd.bandwidth, mmd_draws=num_draws)
+    return prior_z, posterior
+
+
+def _sample_quality(
+    run: Run,
+    data: Dataset,
+    raw_x: torch.Tensor,
+    labels: torch.Tensor | None,
+    split: str,
+    classifier: Any,
+    num_draws: int,
+    seed: int,
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    """Sample quality by latent source into ``result`` (needs training labels); returns it by source."""
+    if data.train_y is None:
+        return {}
+    if classifier is None:
+        classifier = fit_sample_classifier(data.train_x, data.train_y, seed=seed)
+    if labels is not None:
+        accuracy = float(classifier.score(raw_x.cpu().numpy(), labels.numpy()))
+        result["classifier"] = {"kind": type(classifier).__name__, f"{split}_accuracy": accuracy}
+    quality = sample_quality(run, data, classifier, num_samples=num_draws, seed=_sub_seed(seed, "samples"))
+    quality["data"] = score_images(classifier, raw_x[:num_draws])
+    result["sample_quality"] = {name: q.to_dict() for name, q in quality.items()}
+    return quality

@@ -14,7 +14,7 @@ from torch import nn
 from mixvae.distributions import diag_normal_mixture
 from mixvae.guides.base import GUIDES, Guide
 from mixvae.nn import mlp, positive
-from mixvae.options import option
+from mixvae.options import components_option
 from mixvae.sites import Site
 
 if TYPE_CHECKING:
@@ -50,11 +50,7 @@ class CategoricalGuide(Guide):
 
     @dataclass
     class Options:
-        components: int = option(
-            10,
-            "number K of mixture components of the prior (and values of y of the categorical guide)",
-            minimum=1,
-        )
+        components: int = components_option()
 
     story = "y ~ q(y|x), z | x,y ~ N(mu(x,y), diag sigma(x,y)^2); provides the model's y"
 

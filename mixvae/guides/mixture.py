@@ -12,7 +12,7 @@ import torch
 from mixvae.distributions import diag_normal_mixture
 from mixvae.guides.base import GUIDES, Guide
 from mixvae.nn import mlp, positive
-from mixvae.options import option
+from mixvae.options import components_option, option
 from mixvae.sites import Site
 
 if TYPE_CHECKING:
@@ -44,11 +44,7 @@ class MixtureGuide(Guide):
 
     @dataclass
     class Options:
-        components: int = option(
-            10,
-            "number K of mixture components of the prior (and values of y of the categorical guide)",
-            minimum=1,
-        )
+        components: int = components_option()
         guide_components: int | None = option(
             None, "components of the mixture guide (default: --components)", minimum=1
         )

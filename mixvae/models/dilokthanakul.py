@@ -13,7 +13,7 @@ from pyro.ops.indexing import Vindex
 
 from mixvae.models.priors import PRIORS, Prior
 from mixvae.nn import mlp, positive
-from mixvae.options import option
+from mixvae.options import components_option, option
 from mixvae.sites import Site
 
 if TYPE_CHECKING:
@@ -49,11 +49,7 @@ class DilokthanakulPrior(Prior):
 
     @dataclass
     class Options:
-        components: int = option(
-            10,
-            "number K of mixture components of the prior (and values of y of the categorical guide)",
-            minimum=1,
-        )
+        components: int = components_option()
         w_dim: int | None = option(None, "dimension of w (default: --latent-dim)", minimum=1)
         zprior_threshold: float | None = option(
             None, "z-prior free bits: KL(p(c|w,z) || p(c)) gets gradient only above this (nats)", minimum=0

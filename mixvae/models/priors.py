@@ -21,7 +21,7 @@ from pyro.nn import PyroModule, PyroParam
 from mixvae import sites as _sites
 from mixvae.distributions import DiagNormalMixture
 from mixvae.errors import ConfigError
-from mixvae.options import NoOptions, option
+from mixvae.options import NoOptions, components_option, option
 from mixvae.registry import Registry
 from mixvae.sites import Site
 
@@ -289,11 +289,7 @@ class GMMPrior(Prior):
 
     @dataclass
     class Options:
-        components: int = option(
-            10,
-            "number K of mixture components of the prior (and values of y of the categorical guide)",
-            minimum=1,
-        )
+        components: int = components_option()
         mixture_weights: str = option(
             "learned",
             "mixing weights pi: learned | uniform (fixed at 1/K, as in Rui Shu's GMVAE; with --init-from "
