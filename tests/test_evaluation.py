@@ -525,3 +525,38 @@ def test_evaluate_run_refuses_an_unknown_split(tiny_runs):
 
     with pytest.raises(ConfigError, match="split must be"):
         evaluate_run(tiny_runs["gmm"], split="validation")
+
+
+def test_a_guide_without_a_closed_form_mean_trains_and_evaluates_with_figures(small_digits, tmp_path):
+    """A flow-like q(z|x) (a TransformedDistribution: no .mean): figures and evaluate use a sample mean."""
+    import pyro.distributions as dist
+
+    from mixvae import GUIDES, TrainConfig, evaluate_run, train
+
+    class StretchedGaussian(GUIDES["gaussian"]):
+        def z_dist(self, h, values):
+            base = super().z_dist(h, values)
+            return dist.TransformedDistribution(base, [dist.transforms.AffineTransform(0.0, 2.0)])
+
+    GUIDES.register("stretched-test")(StretchedGaussian)
+    try:
+        with pytest.raises(NotImplementedError):
+            _ = StretchedGaussian(64, 2, (8,)).q_z(small_digits.test_x[:3]).mean
+        config = TrainConfig(
+            prior="gmm",
+            guide="stretched-test",
+            latent_dim=2,
+            components=3,
+            hidden=(16,),
+            epochs=1,
+            out=str(tmp_path),
+        )
+        run = train(config, dataset=small_digits, progress=False, figures=True)
+        assert (tmp_path / "latent_scatter.png").is_file() and (tmp_path / "reconstructions.png").is_file()
+        assert run.guide.q_mean(small_digits.test_x[:4]).shape == (4, 2)
+        result = evaluate_run(
+            tmp_path, iw_samples=5, dataset=small_digits, num_draws=100, mmd_permutations=10
+        )
+        assert result["active_units"] >= 0 and (tmp_path / "evaluation.json").is_file()
+    finally:
+        GUIDES.drop_module(StretchedGaussian.__module__)
