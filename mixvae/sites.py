@@ -131,6 +131,16 @@ def log_density(
     return out, (None if inside is None else torch.as_tensor(inside))
 
 
+def summed_log_density(
+    sites: Sequence[Site],
+    dist_of: Callable[[Site, Mapping[str, torch.Tensor]], dist.TorchDistribution],
+    values: Mapping[str, torch.Tensor],
+) -> torch.Tensor:
+    """:func:`log_density` with an absent enumerated site summed out: ``outside + inside.logsumexp(0)``."""
+    outside, inside = log_density(sites, dist_of, values)
+    return outside if inside is None else outside + inside.logsumexp(0)
+
+
 def sample_ancestral(
     sites: Sequence[Site],
     dist_of: Callable[[Site, Mapping[str, torch.Tensor]], dist.TorchDistribution],

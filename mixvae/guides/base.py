@@ -97,7 +97,8 @@ class Guide(PyroModule):
             raise NotImplementedError(
                 f"guide {self.name!r} must give the marginal q(z|x) over its {self.discrete_site!r}"
             )
-        return self.q_latents(x)["z"]
+        site = next(s for s in self.sites if s.name == "z")
+        return self.site_dist(site, self.encode(x), {})  # the z site alone (not w as well)
 
     def q_latents(self, x: torch.Tensor) -> dict[str, dist.TorchDistribution]:
         """q of every continuous site the guide provides, independent given x.

@@ -134,10 +134,19 @@ def _within_pyro_contexts(model: torch.nn.Module, guide: torch.nn.Module, fn: Ca
 
 
 def pyro_loss(
-    model: Any, guide: Any, x: torch.Tensor, num_data: int | None, *, beta: float, analytic_kl: bool
+    model: Any,
+    guide: Any,
+    x: torch.Tensor,
+    num_data: int | None,
+    *,
+    beta: float,
+    analytic_kl: bool,
+    elbo: ELBO | None = None,
 ) -> torch.Tensor:
-    """Pyro's ELBO of :func:`~mixvae.inference.objectives.make_elbo` under KL warm-up ``beta``."""
-    elbo = make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=analytic_kl)
+    """Pyro's ELBO of :func:`~mixvae.inference.objectives.make_elbo` under KL warm-up ``beta``
+    (``elbo``: that ELBO object, made once by a caller that scores many batches)."""
+    if elbo is None:
+        elbo = make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=analytic_kl)
     warm = LatentScale(beta)
     return elbo.differentiable_loss(warm(model), warm(guide), x, num_data)
 
@@ -225,8 +234,7 @@ def _mismatch_report(model: VAE, guide: Guide, x: torch.Tensor, num_data: int | 
     summed = [n for n in prior.enumerated_sites if n not in guide.provides]
     if summed:  # the direct loss reads prior.log_prob, which a subclass may have rewritten
         latents = {n: guide_tr.nodes[n]["value"] for n in prior.latent_sites if n not in summed}
-        outside, inside = _sites.log_density(prior.sites, prior.site_dist, latents)
-        declared = outside if inside is None else outside + inside.logsumexp(0)
+        declared = _sites.summed_log_density(prior.sites, prior.site_dist, latents)
         gap = float((prior.log_prob(latents) - declared).abs().max())
         if not gap <= 1e-3:
             return (
@@ -281,9 +289,10 @@ class DirectELBO(ELBO):
         partners.add(guide)
         return True
 
-    def _fallback(self, model: Any, guide: Any, args: tuple, kwargs: dict) -> ELBO | None:
-        """Pyro's ELBO (under the warm-up scale) for a pair the direct ELBO does not apply to, else None;
-        the first batch of a pair that it applies to is verified against Pyro's ELBO."""
+    def _fallback(self, model: Any, guide: Any, args: tuple, kwargs: dict) -> tuple[ELBO, Any, Any] | None:
+        """Pyro's ELBO with the model and guide under the warm-up scale, for a pair the direct
+        ELBO does not apply to, else None; the first batch of a pair that it applies to is
+        verified against Pyro's ELBO."""
         x, num_data, labels = _batch_arguments(args, kwargs)
         problem = direct_problem(model, guide)
         if problem is None and labels is not None:
@@ -298,7 +307,8 @@ class DirectELBO(ELBO):
         elbo = make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=self.analytic_kl)
         # a program that is not its declaration may enumerate nothing after all
         elbo.strict_enumeration_warning = False
-        return elbo
+        warm = LatentScale(self.beta)
+        return elbo, warm(model), warm(guide)
 
     def _direct(self, model: Any, guide: Any, args: tuple, kwargs: dict) -> torch.Tensor:
         x, num_data, _ = _batch_arguments(args, kwargs)
@@ -310,10 +320,10 @@ class DirectELBO(ELBO):
 
     def differentiable_loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         """A differentiable estimate of the negative ELBO (as Pyro's ELBOs give it)."""
-        pyro_elbo = self._fallback(model, guide, args, kwargs)
-        if pyro_elbo is not None:
-            warm = LatentScale(self.beta)
-            return pyro_elbo.differentiable_loss(warm(model), warm(guide), *args, **kwargs)
+        fallback = self._fallback(model, guide, args, kwargs)
+        if fallback is not None:
+            elbo, warm_model, warm_guide = fallback
+            return elbo.differentiable_loss(warm_model, warm_guide, *args, **kwargs)
         return self._direct(model, guide, args, kwargs)
 
     def _get_trace(self, model: Any, guide: Any, args: tuple, kwargs: dict) -> Any:
@@ -321,19 +331,19 @@ class DirectELBO(ELBO):
 
     def loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
         """The negative ELBO estimate, as a float."""
-        pyro_elbo = self._fallback(model, guide, args, kwargs)
-        if pyro_elbo is not None:
-            warm = LatentScale(self.beta)
-            return float(pyro_elbo.loss(warm(model), warm(guide), *args, **kwargs))
+        fallback = self._fallback(model, guide, args, kwargs)
+        if fallback is not None:
+            elbo, warm_model, warm_guide = fallback
+            return float(elbo.loss(warm_model, warm_guide, *args, **kwargs))
         with torch.no_grad():
             return float(self._direct(model, guide, args, kwargs))
 
     def loss_and_grads(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
         """The negative ELBO estimate; its gradients are accumulated in the parameters' ``.grad``."""
-        pyro_elbo = self._fallback(model, guide, args, kwargs)
-        if pyro_elbo is not None:
-            warm = LatentScale(self.beta)
-            return float(pyro_elbo.loss_and_grads(warm(model), warm(guide), *args, **kwargs))
+        fallback = self._fallback(model, guide, args, kwargs)
+        if fallback is not None:
+            elbo, warm_model, warm_guide = fallback
+            return float(elbo.loss_and_grads(warm_model, warm_guide, *args, **kwargs))
         loss = self._direct(model, guide, args, kwargs)
         if loss.requires_grad:
             loss.backward()

@@ -6,6 +6,7 @@ import torch
 
 from mixvae.guides import Guide
 from mixvae.inference.direct import direct_loss, direct_problem, pyro_loss, verify_direct
+from mixvae.inference.objectives import has_discrete_site, make_elbo
 from mixvae.models import VAE
 
 
@@ -28,6 +29,12 @@ class TrainingLoss:
         self.problem = direct_problem(model, guide) if objective == "auto" else None
         #: whether the loss skips Pyro's tracing
         self.direct = objective == "auto" and self.problem is None
+        # Pyro's ELBO, made once (not at every step) for the pairs that train through it
+        self.elbo = (
+            None
+            if self.direct
+            else make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=analytic_kl)
+        )
 
     def describe(self) -> str:
         """Which objective computes the loss, and why (for ``summary.json``)."""
@@ -44,4 +51,6 @@ class TrainingLoss:
     def __call__(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> torch.Tensor:
         if self.direct:
             return direct_loss(self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl)
-        return pyro_loss(self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl)
+        return pyro_loss(
+            self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl, elbo=self.elbo
+        )

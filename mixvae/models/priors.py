@@ -195,8 +195,7 @@ class Prior(PyroModule):
         diagonal = self._diagonal_mixture()
         if diagonal is not None:
             return diagonal.log_prob(latents["z"])
-        outside, inside = _sites.log_density(self.sites, self.site_dist, latents)
-        return outside if inside is None else outside + inside.logsumexp(0)
+        return _sites.summed_log_density(self.sites, self.site_dist, latents)
 
     def component_log_posterior(self, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """log p(component | continuous latents), shape ``batch + (K,)``; only for mixture priors."""
