@@ -10,8 +10,13 @@ up to log K.
 
 from __future__ import annotations
 
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
+
 from mixvae.config import TrainConfig
-from mixvae.errors import IncompatiblePairError
+from mixvae.errors import IncompatiblePairError, SiteDeclarationError
 from mixvae.guides import GUIDES, Guide
 from mixvae.models import LIKELIHOODS, PRIORS, VAE, Prior
 
@@ -74,6 +79,107 @@ def check_pair(model: VAE, guide: Guide) -> None:
         )
 
 
+def _probe_size(model: VAE, guide: Guide) -> int:
+    # a batch size no other dimension of the pair has, so that a distribution whose
+    # batch shape is (B, D) instead of (B,) cannot pass for a batch of D points
+    taken = {model.latent_dim, model.decoder.data_dim, model.prior.num_components, guide.num_components}
+    return next(n for n in (2, 3, 5, 7, 11, 13, 17, 19, 23) if n not in taken)
+
+
+def _latent_sites(trace: poutine.Trace) -> dict[str, dict]:
+    trace = prune_subsample_sites(trace)  # the data plate's own index site
+    return {
+        name: site
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
+
+
+def _fix(part: str, kind: str) -> str:
+    return f"declare it in {part}'s `sites` (mixvae.sites.Site(name, method{kind}))"
+
+
+def check_sites(model: VAE, guide: Guide) -> None:
+    """Trace the pair's Pyro programs once and compare them with the declared sites.
+
+    Refused, with one line naming the part, the site and the fix: a latent
+    site the program samples but does not declare (or the reverse), an
+    enumerated site not marked ``infer={"enumerate": "parallel"}`` (or one
+    marked but declared continuous), a site method that reads a site not
+    declared before it, and a site whose distribution's batch shape is not
+    the data plate's (a vector ``z`` without ``.to_event(1)``).
+    """
+    prior = model.prior
+    parts = {"model": f"prior {prior.name!r}", "guide": f"guide {guide.name!r}"}
+    declared = {"model": prior.sites, "guide": guide.sites}
+    n = _probe_size(model, guide)
+    param = next(iter(guide.parameters()), None)
+    x = torch.zeros(
+        n,
+        model.decoder.data_dim,
+        dtype=torch.get_default_dtype() if param is None else param.dtype,
+        device=None if param is None else param.device,
+    )
+    traces: dict[str, poutine.Trace] = {}
+    with torch.no_grad(), pyro.get_param_store().scope():
+        for role, fn in (("guide", guide), ("model", model)):
+            program = fn if role == "guide" else poutine.replay(model, trace=traces["guide"])
+            try:
+                traces[role] = poutine.trace(program).get_trace(x)
+            except KeyError as e:
+                name = e.args[0] if e.args else "?"
+                raise SiteDeclarationError(
+                    f"{parts[role]} reads the site {name!r}, which is not declared before the site that "
+                    f"reads it; {_fix(parts[role], ', enumerated=True' if role == 'model' else '')}, "
+                    "in the order of the story"
+                ) from None
+            except ValueError as e:
+                if "Shape mismatch inside plate" not in str(e):
+                    raise
+                raise SiteDeclarationError(
+                    f"{parts[role]}: {str(e).splitlines()[0]}; a site's distribution must have batch "
+                    "shape (points,) in the data plate: make a vector site one event with .to_event(1)"
+                ) from None
+    for role, trace in traces.items():
+        sites = _latent_sites(trace)
+        names = [s.name for s in declared[role]]
+        for name in sites:
+            if name not in names:
+                raise SiteDeclarationError(
+                    f"{parts[role]} samples the latent site {name!r} but does not declare it; "
+                    + _fix(parts[role], ", enumerated=True" if role == "model" else "")
+                )
+        for site in declared[role]:
+            if site.name not in sites:
+                if role == "guide" and site.enumerated and site.name in _latent_sites(traces["model"]):
+                    continue
+                raise SiteDeclarationError(
+                    f"{parts[role]} declares the site {site.name!r} but its Pyro program never samples it; "
+                    "remove it from `sites` or sample it"
+                )
+            msg = sites[site.name]
+            marked = msg["infer"].get("enumerate") == "parallel"
+            if role == "model" and site.name in traces["guide"].nodes:
+                marked = site.enumerated  # replayed from the guide: its mark is the guide's
+            if site.enumerated and not marked:
+                raise SiteDeclarationError(
+                    f"{parts[role]} declares {site.name!r} enumerated but its program does not mark it "
+                    "infer={'enumerate': 'parallel'}: Pyro would sample it, a looser objective; mark it"
+                )
+            if marked and not site.enumerated:
+                raise SiteDeclarationError(
+                    f"{parts[role]} marks {site.name!r} for enumeration but declares it continuous; "
+                    "declare it Site(name, method, enumerated=True)"
+                )
+            batch = tuple(msg["fn"].batch_shape)
+            if batch[-1:] != (n,) or any(d != 1 for d in batch[:-1]):
+                raise SiteDeclarationError(
+                    f"{parts[role]}'s site {site.name!r} has batch shape {batch} for {n} points (event "
+                    f"shape {tuple(msg['fn'].event_shape)}); its distribution must have batch shape "
+                    f"({n},): make a vector site one event with .to_event(1)"
+                )
+
+
 def check_names(config: TrainConfig) -> None:
     """Check the names and the pairing of a configuration before any work is done."""
     for registry, name in ((PRIORS, config.prior), (GUIDES, config.guide), (LIKELIHOODS, config.likelihood)):
@@ -92,4 +198,5 @@ def build(config: TrainConfig, data_dim: int) -> tuple[VAE, Guide]:
     decoder = LIKELIHOODS[config.likelihood].from_config(config, data_dim)
     model = VAE(prior, decoder)
     check_pair(model, guide)
+    check_sites(model, guide)
     return model, guide

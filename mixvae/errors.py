@@ -27,6 +27,10 @@ class IncompatiblePairError(ConfigError):
     """A prior and a guide that cannot be trained together."""
 
 
+class SiteDeclarationError(ConfigError):
+    """A part's Pyro program does not sample the sites its ``sites`` declaration lists."""
+
+
 class PluginError(ConfigError):
     """A plugin module that fails to import, or registers a name another module holds.
 

@@ -48,13 +48,17 @@ def positive(raw: torch.Tensor, minimum: float = 1e-4) -> torch.Tensor:
     return nn.functional.softplus(raw) + minimum
 
 
-def data_plate(x: torch.Tensor, num_data: int | None) -> pyro.plate:
+def data_plate(x: torch.Tensor | None, num_data: int | None, batch_size: int | None = None) -> pyro.plate:
     """The ``"data"`` plate over a minibatch ``x`` drawn from ``num_data`` points.
 
     The minibatch is used as it is: the plate only supplies the
     ``num_data / len(x)`` scale and draws no random indices (which is also what
     data-parallel workers need).  ``num_data=None`` means ``x`` is the whole set.
+    Without data (``x=None``, the model's generative mode) the plate has
+    ``batch_size`` points (default 1) and no scale.
     """
+    if x is None:
+        return pyro.plate("data", 1 if batch_size is None else int(batch_size))
     batch = x.shape[0]
     size = batch if num_data is None else int(num_data)
     return pyro.plate("data", size, subsample=torch.arange(batch, device=x.device))

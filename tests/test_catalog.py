@@ -225,8 +225,8 @@ def test_posthoc_gmm_recovers_a_known_mixture(bic):
 
 def test_posthoc_gmm_run_saves_and_reloads_it(small_digits, tmp_path):
     from mixvae import load_run, train
-    from mixvae.evaluation.posthoc import PosthocGMM
     from mixvae.evaluation.sampling import sample_latents
+    from mixvae.runs.folder import load_posthoc_gmm
 
     run = train(
         TrainConfig(
@@ -242,7 +242,7 @@ def test_posthoc_gmm_run_saves_and_reloads_it(small_digits, tmp_path):
         progress=False,
         figures=False,
     )
-    gmm = PosthocGMM.load(tmp_path)
+    gmm = load_posthoc_gmm(tmp_path)
     assert gmm is not None and gmm.num_components == 4 and gmm.means.shape == (4, 3)
     loaded = load_run(tmp_path)
     torch.manual_seed(3)

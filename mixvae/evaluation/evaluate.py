@@ -167,8 +167,11 @@ def to_inference_data(run: Run, x: torch.Tensor, *, num_draws: int = 1000, seed:
 
     ``az.plot_dist_comparison`` then overlays prior and aggregate posterior per
     latent dimension.  There is one chain; ``r_hat``/``ess`` mean nothing here.
+    The prior is the one the model was trained with (N(0, I) for ``posthoc-gmm``,
+    see :meth:`~mixvae.models.Prior.as_trained`).
     """
-    prior_z, posterior = _latent_draws(run.model, run.guide, x, num_draws, seed)
+    with run.model.prior.as_trained():
+        prior_z, posterior = _latent_draws(run.model, run.guide, x, num_draws, seed)
     metrics = read_metrics(run.run_dir) if run.run_dir is not None else []
     return _inference_data(run, prior_z, posterior.z, metrics)
 
@@ -279,6 +282,45 @@ def evaluate_run(
         raise ConfigError(f"split must be 'test' or 'train', got {split!r}")
     run = load_run(run_dir, device=device)
     run_dir = Path(run_dir)
+    # the numbers of the prior as trained (a post-hoc GMM's are reported beside them)
+    with run.model.prior.as_trained():
+        return _evaluate_loaded(
+            run,
+            run_dir,
+            iw_samples,
+            split,
+            figures,
+            dataset=dataset,
+            seed=seed,
+            batch_size=batch_size,
+            chunk_samples=chunk_samples,
+            elbo_particles=elbo_particles,
+            num_draws=num_draws,
+            surgery_points=surgery_points,
+            mmd_permutations=mmd_permutations,
+            classifier=classifier,
+            device=device,
+        )
+
+
+def _evaluate_loaded(
+    run: Run,
+    run_dir: Path,
+    iw_samples: int,
+    split: str,
+    figures: bool,
+    *,
+    dataset: Dataset | None,
+    seed: int,
+    batch_size: int,
+    chunk_samples: int,
+    elbo_particles: int,
+    num_draws: int,
+    surgery_points: int | None,
+    mmd_permutations: int,
+    classifier: Any,
+    device: str,
+) -> dict[str, Any]:
     model, guide, config = run.model, run.guide, run.config
     data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, download=False)
     raw_x = data.test_x if split == "test" else data.train_x

@@ -9,70 +9,19 @@ and as an alternative prior p(z) for likelihood evaluation: the answer to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyro.distributions as dist
 import torch
 from sklearn.mixture import GaussianMixture
 
 from mixvae.data import Dataset
 from mixvae.guides import Guide
-from mixvae.runs.checkpoint import load_checkpoint, save_checkpoint
+from mixvae.models.posthoc import PosthocGMM
+from mixvae.runs.folder import load_posthoc_gmm, save_posthoc_gmm
 
 if TYPE_CHECKING:
     from mixvae.runs.folder import Run
-
-FILENAME = "posthoc_gmm.pt"
-
-
-@dataclass
-class PosthocGMM:
-    """A fitted Gaussian mixture over z: weights (K,), means (K, D), covariances (K, D, D)."""
-
-    weights: torch.Tensor
-    means: torch.Tensor
-    covariances: torch.Tensor
-    source: str = "means"
-
-    @property
-    def num_components(self) -> int:
-        return int(self.weights.shape[0])
-
-    def distribution(self) -> dist.TorchDistribution:
-        """The mixture as a torch distribution with event shape (D,)."""
-        comps = dist.MultivariateNormal(self.means, covariance_matrix=self.covariances)
-        return dist.MixtureSameFamily(dist.Categorical(probs=self.weights), comps)
-
-    def component_distribution(self, k: int) -> dist.TorchDistribution:
-        return dist.MultivariateNormal(self.means[k], covariance_matrix=self.covariances[k])
-
-    def sample(self, n: int, component: int | None = None) -> torch.Tensor:
-        d = self.distribution() if component is None else self.component_distribution(component)
-        return d.sample((n,))
-
-    def save(self, run_dir: str | Path) -> None:
-        save_checkpoint(
-            Path(run_dir) / FILENAME,
-            {
-                "config": "{}",
-                "weights": self.weights,
-                "means": self.means,
-                "covariances": self.covariances,
-                "source": self.source,
-            },
-        )
-
-    @classmethod
-    def load(cls, run_dir: str | Path) -> PosthocGMM | None:
-        """The GMM saved with a run, or ``None`` when the run has none."""
-        path = Path(run_dir) / FILENAME
-        if not path.exists():
-            return None
-        p = load_checkpoint(path)
-        return cls(p["weights"], p["means"], p["covariances"], p["source"])
 
 
 @torch.no_grad()
@@ -119,9 +68,12 @@ def fit_posthoc_gmm(
 
 
 def ensure_posthoc_gmm(run: Run, data: Dataset, refit: bool = False) -> PosthocGMM:
-    """The run's post-hoc GMM: loaded from the run folder, or fitted and saved there."""
+    """The run's post-hoc GMM: loaded from the run folder, or fitted and saved there.
+
+    For a prior that declares ``fits_posthoc_gmm`` it also becomes the prior's p(z).
+    """
     assert run.run_dir is not None
-    gmm = None if refit else PosthocGMM.load(run.run_dir)
+    gmm = None if refit else load_posthoc_gmm(run.run_dir)
     if gmm is None:
         device = next(run.guide.parameters()).device
         gmm = fit_posthoc_gmm(
@@ -131,5 +83,7 @@ def ensure_posthoc_gmm(run: Run, data: Dataset, refit: bool = False) -> PosthocG
             select_by_bic=run.config.posthoc_bic,
             seed=run.config.seed,
         )
-        gmm.save(run.run_dir)
+        save_posthoc_gmm(run.run_dir, gmm)
+    if run.model.prior.fits_posthoc_gmm:  # the prior's p(z) from now on
+        run.model.prior.set_gmm(gmm)
     return gmm

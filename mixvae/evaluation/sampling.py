@@ -40,7 +40,8 @@ def sample_latents(
     if source == "prior":
         if component is not None:
             _check_component(component, prior.num_components, f"prior {prior.name!r}")
-        return prior.sample_z(n, component)
+        with prior.as_trained():  # posthoc-gmm: N(0, I); its GMM is the source below
+            return prior.sample_z(n, component)
     if data is None:
         raise ConfigError(f"sampling from {source!r} needs the training data")
     device = next(run.guide.parameters()).device

@@ -13,6 +13,7 @@ import importlib
 from typing import Any
 
 from mixvae.inference.direct import DirectELBO, direct_loss, direct_problem, verify_direct
+from mixvae.inference.discrete import infer_components
 from mixvae.inference.loss import TrainingLoss
 
 # objectives first: mixvae.evaluation imports them while the training loop imports evaluation
@@ -60,6 +61,7 @@ __all__ = [
     "direct_loss",
     "direct_problem",
     "evaluate_elbo",
+    "infer_components",
     "make_elbo",
     "resume",
     "train",

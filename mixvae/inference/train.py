@@ -352,10 +352,11 @@ class _Fit:
         """The end of training: the post-hoc GMM, ``summary.json`` and the figures."""
         run, data = self.run, self.data
         assert run.run_dir is not None
-        if run.model.prior.fits_posthoc_gmm:
+        if run.model.prior.fits_posthoc_gmm:  # from now on the model's p(z)
             ensure_posthoc_gmm(run, data, refit=True)
-        run.summary = summarize(run, data, seconds=time.perf_counter() - start)
-        run.summary["objective"] = self.objective.loss.describe()
-        (run.run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
-        if figures:
-            write_figures(run, data, read_metrics(run.run_dir))
+        with run.model.prior.as_trained():  # the summary and figures of the prior as trained
+            run.summary = summarize(run, data, seconds=time.perf_counter() - start)
+            run.summary["objective"] = self.objective.loss.describe()
+            (run.run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
+            if figures:
+                write_figures(run, data, read_metrics(run.run_dir))

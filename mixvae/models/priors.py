@@ -7,7 +7,8 @@ component posterior and its samples are all read from that declaration.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -207,6 +208,21 @@ class Prior(PyroModule):
         _, inside = _sites.log_density(self.sites, self.site_dist, latents)
         assert inside is not None
         return inside.log_softmax(0).movedim(0, -1)
+
+    def set_gmm(self, gmm: object) -> None:
+        """Make a GMM fitted to q(z) this prior's p(z); only for priors that declare
+        :attr:`fits_posthoc_gmm`."""
+        raise ConfigError(f"prior {self.name!r} does not take a post-hoc GMM; use prior posthoc-gmm")
+
+    @contextmanager
+    def as_trained(self) -> Iterator[Prior]:
+        """A block in which the prior is the one it was trained as.
+
+        The same prior for every built-in one except ``posthoc-gmm``, whose p(z)
+        becomes a GMM fitted to q(z) after training; evaluation reports the
+        numbers of both.
+        """
+        yield self
 
     def sample_z(self, n: int, component: int | None = None) -> torch.Tensor:
         """``n`` draws of z from the prior, or given one mixture component; shape (n, D)."""

@@ -20,7 +20,11 @@ class VAE(PyroModule):
         x \mid z &\sim p_\theta(x \mid z)
 
     Calling the model runs it as a Pyro model; all its local sites live in one
-    ``pyro.plate("data", num_data)`` (``max_plate_nesting=1``).
+    ``pyro.plate("data", num_data)`` (``max_plate_nesting=1``).  Called without
+    data it is the generative model: ``x`` is drawn from the decoder, so
+    ``pyro.infer.Predictive(model, num_samples=S)(batch_size=B)`` gives S x B
+    draws of every site from the prior (``Predictive(poutine.uncondition(model),
+    guide=guide, num_samples=S)(x)`` the posterior predictive).
 
     :param prior: a :class:`~mixvae.models.priors.Prior`.
     :param decoder: a :class:`~mixvae.models.decoders.Decoder`.
@@ -36,14 +40,23 @@ class VAE(PyroModule):
         return self.prior.latent_dim
 
     def forward(
-        self, x: torch.Tensor, num_data: int | None = None, labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor | None = None,
+        num_data: int | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        batch_size: int | None = None,
     ) -> torch.Tensor:
         """Score ``x`` (shape (B, P)); ``num_data`` scales the minibatch to the data set.
 
         ``labels`` (shape (B,)) observe the prior's discrete site instead of
-        enumerating it (semi-supervised training).
+        enumerating it (semi-supervised training).  With ``x=None`` the model
+        draws ``batch_size`` points (default: one per label, else 1) from
+        p(z) p(x | z) and scores nothing.
         """
-        with data_plate(x, num_data):
+        if x is None and batch_size is None and labels is not None:
+            batch_size = len(labels)
+        with data_plate(x, num_data, batch_size):
             z = self.prior(labels)
             pyro.sample("x", self.decoder(z), obs=x)
         return z

@@ -21,8 +21,9 @@ from mixvae.config import FORMAT_VERSION, TrainConfig
 from mixvae.errors import CheckpointError, ConfigError
 from mixvae.guides import Guide
 from mixvae.models import VAE
+from mixvae.models.posthoc import PosthocGMM
 from mixvae.plugins import load_recorded_plugins
-from mixvae.runs.checkpoint import load_checkpoint
+from mixvae.runs.checkpoint import load_checkpoint, save_checkpoint
 
 #: the figures ``mixvae evaluate`` writes (removed by --overwrite with the rest)
 EVALUATION_FIGURES = (
@@ -143,4 +144,35 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     run.guide.to(device)
     summary_path = run_dir / "summary.json"
     run.summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    if run.model.prior.fits_posthoc_gmm:
+        gmm = load_posthoc_gmm(run_dir)
+        if gmm is not None:  # fitted at the end of training: the model's p(z) from now on
+            run.model.prior.set_gmm(gmm.to(device))
     return run
+
+
+#: the post-hoc GMM of a run (see :mod:`mixvae.evaluation.posthoc`)
+POSTHOC_GMM_FILE = "posthoc_gmm.pt"
+
+
+def save_posthoc_gmm(run_dir: str | Path, gmm: PosthocGMM) -> None:
+    """Write ``RUN/posthoc_gmm.pt`` (tensors only, atomically)."""
+    save_checkpoint(
+        Path(run_dir) / POSTHOC_GMM_FILE,
+        {
+            "config": "{}",
+            "weights": gmm.weights,
+            "means": gmm.means,
+            "covariances": gmm.covariances,
+            "source": gmm.source,
+        },
+    )
+
+
+def load_posthoc_gmm(run_dir: str | Path) -> PosthocGMM | None:
+    """The GMM saved with a run, or ``None`` when the run has none."""
+    path = Path(run_dir) / POSTHOC_GMM_FILE
+    if not path.exists():
+        return None
+    p = load_checkpoint(path)
+    return PosthocGMM(p["weights"], p["means"], p["covariances"], p["source"])

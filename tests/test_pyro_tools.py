@@ -1,0 +1,265 @@
+"""Pyro's own tools on mixvae's objects: Predictive, infer_discrete, the site check at build time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import Predictive, infer_discrete
+
+from mixvae import GUIDES, PRIORS, TrainConfig, build
+from mixvae.build import check_sites, compatible_priors
+from mixvae.errors import SiteDeclarationError
+from mixvae.guides import GaussianGuide
+from mixvae.inference import infer_components
+from mixvae.models import VAE, BernoulliDecoder, Prior
+from mixvae.models.posthoc import PosthocGMM
+from mixvae.sites import Site
+
+VALID = [(p, g) for p in PRIORS.names() for g in GUIDES.names() if p in compatible_priors(g)]
+DISCRETE = [(p, g) for p, g in VALID if PRIORS[p].enumerated_sites]
+SETTINGS = dict(hidden=(8,), latent_dim=3, components=4, guide_components=3, pseudo_inputs=5)
+P = 12
+
+
+def _pair(prior: str, guide: str):
+    return build(TrainConfig(prior=prior, guide=guide, **SETTINGS), P)
+
+
+def _x(n: int = 6) -> torch.Tensor:
+    return torch.bernoulli(torch.rand(n, P, generator=torch.Generator().manual_seed(1)))
+
+
+# ----------------------------------------------------------------------------- Predictive
+
+
+@pytest.mark.parametrize("prior,guide", VALID)
+def test_predictive_draws_from_the_prior_and_the_posterior(prior, guide):
+    model, g = _pair(prior, guide)
+    latent = model.prior.latent_sites
+    for parallel in (False, True):
+        draws = Predictive(model, num_samples=4, parallel=parallel)(batch_size=5)
+        assert set(draws) == {*latent, "x"}
+        assert draws["x"].shape == (4, 5, P) and draws["z"].shape == (4, 5, 3)
+        assert set(draws["x"].unique().tolist()) <= {0.0, 1.0}  # Bernoulli draws, not means
+    assert Predictive(model, num_samples=2)()["x"].shape == (2, 1, P)  # x defaults to None: one point a draw
+    # the posterior predictive: z from the guide, x redrawn from the decoder
+    x = _x()
+    post = Predictive(poutine.uncondition(model), guide=g, num_samples=3)(x)
+    assert post["x"].shape == (3, 6, P) and post["z"].shape == (3, 6, 3)
+    assert not torch.equal(post["x"][0], x)
+
+
+def test_predictive_draws_follow_the_mixture_prior():
+    model, _ = build(TrainConfig(prior="gmm", guide="gaussian", hidden=(8,), latent_dim=2, components=3), P)
+    with torch.no_grad():
+        model.prior.locs.copy_(torch.tensor([[-10.0, 0.0], [0.0, 10.0], [10.0, 0.0]]))
+        model.prior.logits = torch.tensor([0.5, 0.3, 0.2]).log()
+    draws = Predictive(model, num_samples=4000, parallel=True)()
+    y, z = draws["y"].reshape(-1), draws["z"].reshape(-1, 2)
+    freq = torch.bincount(y, minlength=3) / len(y)
+    torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.2]), atol=0.03, rtol=0)
+    torch.testing.assert_close(z[y == 1].mean(0), torch.tensor([0.0, 10.0]), atol=0.1, rtol=0)
+
+
+def test_the_fitted_posthoc_gmm_is_the_models_prior():
+    model, guide = _pair("posthoc-gmm", "gaussian")
+    prior = model.prior
+    gmm = PosthocGMM(
+        torch.tensor([0.25, 0.75]),
+        torch.tensor([[5.0, 5, 5], [-5, -5, -5]]),
+        0.01 * torch.eye(3).expand(2, 3, 3),
+    )
+    z0 = Predictive(model, num_samples=2000, parallel=True)()["z"].reshape(-1, 3)
+    assert z0.mean(0).abs().max() < 0.15  # N(0, I) before the fit
+    prior.set_gmm(gmm)
+    z = Predictive(model, num_samples=2000, parallel=True)()["z"].reshape(-1, 3)
+    assert ((z[:, 0] > 0).float().mean() - 0.25).abs() < 0.03  # the GMM's components and weights
+    assert (z.abs() - 5).abs().max() < 0.6
+    probe = torch.zeros(4, 3)
+    torch.testing.assert_close(prior.log_prob({"z": probe}), gmm.distribution().log_prob(probe))
+    with prior.as_trained():  # N(0, I) for the numbers of the prior as trained
+        torch.testing.assert_close(
+            prior.log_prob({"z": probe}), dist.Normal(0.0, 1.0).log_prob(probe).sum(-1)
+        )
+        assert Predictive(model, num_samples=500, parallel=True)()["z"].abs().mean() < 1.0
+    # the Pyro model scores with the GMM too: its trace's log p(z) is the GMM's
+    x = _x()
+    guide_trace = poutine.trace(guide).get_trace(x)
+    trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    torch.testing.assert_close(
+        trace.nodes["z"]["fn"].log_prob(trace.nodes["z"]["value"]),
+        gmm.distribution().log_prob(guide_trace.nodes["z"]["value"]),
+    )
+
+
+def test_a_trained_posthoc_run_samples_its_gmm_from_the_pyro_model(small_digits, tmp_path):
+    from mixvae import load_run, train
+    from mixvae.runs.folder import load_posthoc_gmm
+
+    config = TrainConfig(
+        prior="posthoc-gmm", guide="gaussian", hidden=(16,), latent_dim=2, epochs=1, posthoc_components=3,
+        out=str(tmp_path),
+    )  # fmt: skip
+    run = train(config, dataset=small_digits, progress=False, figures=False)
+    gmm = load_posthoc_gmm(tmp_path)
+    assert run.model.prior.fitted and load_run(tmp_path).model.prior.fitted
+    z = Predictive(load_run(tmp_path).model, num_samples=3000, parallel=True)()["z"].reshape(-1, 2)
+    torch.testing.assert_close(z.mean(0), gmm.distribution().mean, atol=0.1, rtol=0.1)
+
+
+# ----------------------------------------------------------------------------- infer_discrete
+
+
+@pytest.mark.parametrize("prior,guide", DISCRETE)
+def test_infer_components_is_the_exact_posterior_of_the_component(prior, guide):
+    model, g = _pair(prior, guide)
+    x = _x(300)
+    latents = {k: q.sample() for k, q in g.q_latents(x).items()}
+    exact = model.prior.component_log_posterior(latents).exp()  # (N, K)
+    y = infer_components(model, g, x, latents=latents)
+    assert y.shape == (300,) and torch.equal(y, exact.argmax(-1))  # MAP: every point
+    draws = torch.stack([infer_components(model, g, x, latents=latents, temperature=1) for _ in range(200)])
+    freq = torch.nn.functional.one_hot(draws, exact.shape[-1]).float().mean(0)  # (N, K)
+    error = (freq - exact).abs()  # a frequency of 200 draws has sd <= 0.035
+    assert error.mean() < 0.03 and error.max() < 0.2
+    assert infer_components(model, g, x).shape == (300,)  # latents drawn from the guide
+
+
+def test_the_tutorials_replay_pattern_is_a_pyro_limit_that_conditioning_avoids():
+    """The documented reason for infer_components: Pyro itself fails on replay, in five lines of plain Pyro."""
+    locs = torch.randn(3, 2)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            y = pyro.sample("y", dist.Categorical(logits=torch.zeros(3)), infer={"enumerate": "parallel"})
+            z = pyro.sample("z", dist.Normal(locs[y], 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x, 1.0).to_event(1))
+
+    x = torch.randn(6, 2)
+    guide_trace = poutine.trace(guide).get_trace(x)
+    with pytest.raises(ValueError, match="packing tensors at site 'z'"):
+        poutine.trace(
+            infer_discrete(poutine.replay(model, trace=guide_trace), first_available_dim=-2)
+        ).get_trace(x)
+    z = guide_trace.nodes["z"]["value"]
+    conditioned = infer_discrete(
+        poutine.condition(model, data={"z": z}), first_available_dim=-2, temperature=0
+    )
+    y = poutine.trace(conditioned).get_trace(x).nodes["y"]["value"]
+    assert torch.equal(y, dist.Normal(locs, 1.0).log_prob(z.unsqueeze(-2)).sum(-1).argmax(-1))
+
+
+def test_infer_components_refuses_a_prior_without_a_component():
+    from mixvae.errors import ConfigError
+
+    model, g = _pair("standard", "gaussian")
+    with pytest.raises(ConfigError, match="no discrete component"):
+        infer_components(model, g, _x())
+
+
+# ----------------------------------------------------------------------------- the site check
+
+
+class _Forgets(Prior):
+    """z | y ~ N(mu_y, I), but only z is declared."""
+
+    sites = (Site("z", "z_dist"),)
+    name = "forgets-y"
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__(latent_dim)
+        self.locs = torch.nn.Parameter(torch.randn(4, latent_dim))
+
+    def z_dist(self, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
+        return dist.Normal(self.locs[values["y"]], 1.0).to_event(1)
+
+
+class _NoEvent(Prior):
+    sites = (Site("z", "z_dist"),)
+    name = "no-event"
+
+    def z_dist(self, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
+        return dist.Normal(torch.zeros(self.latent_dim), 1.0)  # batch (D,): .to_event(1) forgotten
+
+
+class _WideGuide(GaussianGuide):
+    """Three Gaussians per point left in the batch shape, (3, B), instead of mixed into one q(z|x)."""
+
+    def z_dist(self, h: torch.Tensor, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
+        loc = h[..., : self.latent_dim]
+        return dist.Normal(loc.expand((3, *loc.shape)), 1.0).to_event(1)
+
+
+class _Undeclared(Prior):
+    sites = (Site("z", "z_dist"),)
+    name = "undeclared"
+
+    def z_dist(self, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
+        return dist.Normal(torch.zeros(self.latent_dim), 1.0).to_event(1)
+
+    def forward(self, component: torch.Tensor | None = None) -> torch.Tensor:
+        scale = pyro.sample("s", dist.LogNormal(0.0, 1.0))
+        return pyro.sample("z", dist.Normal(torch.zeros(self.latent_dim), scale.unsqueeze(-1)).to_event(1))
+
+
+class _Unmarked(Prior):
+    sites = (Site("y", "y_dist", enumerated=True), Site("z", "z_dist"))
+    name = "unmarked"
+
+    def y_dist(self, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
+        return dist.Categorical(logits=torch.zeros(4))
+
+    def z_dist(self, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
+        return dist.Normal(values["y"].float().unsqueeze(-1).expand(values["y"].shape + (3,)), 1.0).to_event(
+            1
+        )
+
+    def forward(self, component: torch.Tensor | None = None) -> torch.Tensor:
+        y = pyro.sample("y", self.y_dist({}))  # no infer={"enumerate": "parallel"}
+        return pyro.sample("z", self.z_dist({"y": y}))
+
+
+@pytest.mark.parametrize(
+    "prior_cls,match",
+    [
+        (_Forgets, r"reads the site 'y', which is not declared.*enumerated=True"),
+        (_NoEvent, r"Shape mismatch inside plate\('data'\) at site z.*to_event\(1\)"),
+        (_Undeclared, r"samples the latent site 's' but does not declare it"),
+        (_Unmarked, r"declares 'y' enumerated but its program does not mark it"),
+    ],
+)
+def test_a_program_that_differs_from_its_declaration_is_one_line(prior_cls, match):
+    model = VAE(prior_cls(3), BernoulliDecoder(3, P, (8,)))
+    guide = GaussianGuide(P, 3, (8,))
+    with pytest.raises(SiteDeclarationError, match=match) as info:
+        check_sites(model, guide)
+    assert "\n" not in str(info.value)
+
+
+def test_a_site_with_extra_batch_dimensions_is_one_line():
+    model = VAE(PRIORS["standard"](3), BernoulliDecoder(3, P, (8,)))
+    with pytest.raises(
+        SiteDeclarationError, match=r"guide .* site 'z' has batch shape \(3, 2\) for 2 points"
+    ) as info:
+        check_sites(model, _WideGuide(P, 3, (8,)))
+    assert "\n" not in str(info.value)
+
+
+def test_the_builtin_pairs_pass_the_site_check():
+    for prior, guide in VALID:  # build() runs it; the reference model in plain Pyro would fail above
+        check_sites(*_pair(prior, guide))
+
+
+def test_the_site_check_runs_at_build_time(monkeypatch):
+    monkeypatch.setitem(PRIORS._entries, "no-event", _NoEvent)
+    with pytest.raises(SiteDeclarationError, match="to_event"):
+        build(TrainConfig(prior="no-event", guide="gaussian", hidden=(8,), latent_dim=3), P)
