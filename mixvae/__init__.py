@@ -19,7 +19,7 @@ from mixvae.config import TrainConfig
 from mixvae.data import DATASETS, load_dataset
 from mixvae.guides import GUIDES
 from mixvae.models import LIKELIHOODS, PRIORS, VAE
-from mixvae.runs import Run, load_run
+from mixvae.runs import Run, load_model, load_run, save_model
 
 # isort: off
 from mixvae.inference import resume, train
@@ -39,8 +39,10 @@ __all__ = [
     "build",
     "evaluate_run",
     "load_dataset",
+    "load_model",
     "load_run",
     "resume",
+    "save_model",
     "train",
 ]
 

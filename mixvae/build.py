@@ -16,7 +16,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from mixvae.config import TrainConfig
-from mixvae.errors import IncompatiblePairError, SiteDeclarationError
+from mixvae.errors import ConfigError, IncompatiblePairError, SiteDeclarationError
 from mixvae.guides import GUIDES, Guide
 from mixvae.models import LIKELIHOODS, PRIORS, VAE, Prior
 
@@ -180,6 +180,23 @@ def check_sites(model: VAE, guide: Guide) -> None:
                 )
 
 
+def _check_param_store(*modules: torch.nn.Module) -> None:
+    # Names are unique in a process; the store holds one of them only when it was
+    # loaded from a file another process saved.  Pyro would then read some of the
+    # new modules' parameters (PyroParams) from that file and others (network
+    # weights) from the modules: a silent mix.
+    store = pyro.get_param_store()
+    for module in modules:
+        prefix = f"{module._pyro_name}."
+        taken = [name for name in store if name.startswith(prefix)]
+        if taken:
+            raise ConfigError(
+                f"Pyro's parameter store already holds {taken[0]!r} (loaded from a file?); Pyro would mix "
+                "those values with the new modules' weights: call pyro.clear_param_store() first, and save "
+                "and load models with mixvae.save_model / mixvae.load_model"
+            )
+
+
 def check_names(config: TrainConfig) -> None:
     """Check the names and the pairing of a configuration before any work is done."""
     for registry, name in ((PRIORS, config.prior), (GUIDES, config.guide), (LIKELIHOODS, config.likelihood)):
@@ -190,7 +207,13 @@ def check_names(config: TrainConfig) -> None:
 
 
 def build(config: TrainConfig, data_dim: int) -> tuple[VAE, Guide]:
-    """The model (prior + decoder) and guide a configuration asks for, checked as a pair."""
+    """The model (prior + decoder) and guide a configuration asks for, checked as a pair
+    (:func:`check_pair`) and against their declared sites (:func:`check_sites`).
+
+    The model keeps the configuration as ``model.config``, which
+    :func:`mixvae.save_model` records so that :func:`mixvae.load_model` can
+    rebuild the pair in another process.
+    """
     config.validate()
     check_names(config)
     guide = GUIDES[config.guide].from_config(config, data_dim)
@@ -198,5 +221,7 @@ def build(config: TrainConfig, data_dim: int) -> tuple[VAE, Guide]:
     decoder = LIKELIHOODS[config.likelihood].from_config(config, data_dim)
     model = VAE(prior, decoder)
     check_pair(model, guide)
+    _check_param_store(model, guide)
     check_sites(model, guide)
+    model.config = config  # what mixvae.save_model records to rebuild the pair
     return model, guide

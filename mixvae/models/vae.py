@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pyro
 import torch
 from pyro.nn import PyroModule
@@ -9,6 +11,9 @@ from pyro.nn import PyroModule
 from mixvae.models.decoders import Decoder
 from mixvae.models.priors import Prior
 from mixvae.nn import data_plate, unique_pyro_name
+
+if TYPE_CHECKING:
+    from mixvae.config import TrainConfig
 
 
 class VAE(PyroModule):
@@ -34,6 +39,8 @@ class VAE(PyroModule):
         super().__init__(name=unique_pyro_name(self))
         self.prior = prior
         self.decoder = decoder
+        #: the configuration :func:`mixvae.build` made the model from (``None`` when built by hand)
+        self.config: TrainConfig | None = None
 
     @property
     def latent_dim(self) -> int:

@@ -151,22 +151,76 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     return run
 
 
+def save_model(path: str | Path, model: VAE, guide: Guide, config: TrainConfig | None = None) -> Path:
+    """Save a model and guide to one file that :func:`load_model` rebuilds in any process.
+
+    The file holds the configuration (``config``, default the one
+    :func:`mixvae.build` made the model from), the data dimension and the
+    ``state_dict`` of both modules (a fitted post-hoc GMM too): tensors,
+    numbers and strings only, written atomically and read with
+    ``weights_only=True``.  Module state dicts are keyed by the modules'
+    structure, not by Pyro's parameter names (which carry a process-wide
+    counter, ``vae3.prior.locs``), so the file loads whatever else the new
+    process built first.  Pyro's parameter store cannot do this: its
+    ``save``/``load`` keeps only what Pyro registered under those names, and a
+    ``PyroModule`` does not read its ``nn.Parameter`` weights back from it.
+    """
+    config = config if config is not None else model.config
+    if config is None:
+        raise ConfigError(
+            "this model was not made by mixvae.build and has no configuration; pass config= (the "
+            "TrainConfig that builds the same pair)"
+        )
+    path = Path(path)
+    payload: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "mixvae_version": __version__,
+        "config": config.to_json(),
+        "data_dim": model.decoder.data_dim,
+        "epoch": 0,
+        "model": model.state_dict(),
+        "guide": guide.state_dict(),
+    }
+    gmm = getattr(model.prior, "gmm", None) if model.prior.fits_posthoc_gmm else None
+    if gmm is not None:
+        payload["posthoc_gmm"] = _gmm_payload(gmm)
+    try:
+        save_checkpoint(path, payload)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path} ({e.strerror}); choose another path") from None
+    return path
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[VAE, Guide]:
+    """The model and guide of a file written by :func:`save_model` (or of a run folder), on ``device``."""
+    path = Path(path)
+    if path.is_dir():
+        run = load_run(path, device)
+        return run.model, run.guide
+    payload = load_checkpoint(path, map_location=device)
+    run = load_into_run(payload, config_from_payload(payload, path), path)
+    run.model.to(device)
+    run.guide.to(device)
+    if "posthoc_gmm" in payload:
+        run.model.prior.set_gmm(_gmm_from_payload(payload["posthoc_gmm"]).to(device))
+    return run.model, run.guide
+
+
+def _gmm_payload(gmm: PosthocGMM) -> dict[str, Any]:
+    return {"weights": gmm.weights, "means": gmm.means, "covariances": gmm.covariances, "source": gmm.source}
+
+
+def _gmm_from_payload(p: dict[str, Any]) -> PosthocGMM:
+    return PosthocGMM(p["weights"], p["means"], p["covariances"], p["source"])
+
+
 #: the post-hoc GMM of a run (see :mod:`mixvae.evaluation.posthoc`)
 POSTHOC_GMM_FILE = "posthoc_gmm.pt"
 
 
 def save_posthoc_gmm(run_dir: str | Path, gmm: PosthocGMM) -> None:
     """Write ``RUN/posthoc_gmm.pt`` (tensors only, atomically)."""
-    save_checkpoint(
-        Path(run_dir) / POSTHOC_GMM_FILE,
-        {
-            "config": "{}",
-            "weights": gmm.weights,
-            "means": gmm.means,
-            "covariances": gmm.covariances,
-            "source": gmm.source,
-        },
-    )
+    save_checkpoint(Path(run_dir) / POSTHOC_GMM_FILE, {"config": "{}", **_gmm_payload(gmm)})
 
 
 def load_posthoc_gmm(run_dir: str | Path) -> PosthocGMM | None:
@@ -174,5 +228,4 @@ def load_posthoc_gmm(run_dir: str | Path) -> PosthocGMM | None:
     path = Path(run_dir) / POSTHOC_GMM_FILE
     if not path.exists():
         return None
-    p = load_checkpoint(path)
-    return PosthocGMM(p["weights"], p["means"], p["covariances"], p["source"])
+    return _gmm_from_payload(load_checkpoint(path))
