@@ -79,9 +79,11 @@ class TrainConfig:
         "auto",
         "how the training loss is computed: auto (the direct ELBO, read from the parts' declared sites "
         "and checked against Pyro's on the first step, wherever it applies; Pyro's ELBO elsewhere) | "
-        "pyro (always TraceEnum_ELBO / TraceMeanField_ELBO)",
-        choices=("auto", "pyro"),
+        "pyro (always TraceEnum_ELBO / TraceMeanField_ELBO) | iwae (the importance-weighted bound with "
+        "--particles K, discrete sites summed out inside each weight)",
+        choices=("auto", "pyro", "iwae"),
     )
+    particles: int = _opt(1, "importance samples K per datapoint of --objective iwae (K = 1: the ELBO)")
     clip_grad: float | None = _opt(None, "clip the gradient norm to this value (default: no clipping)")
     seed: int = _opt(0, "random seed")
     checkpoint_every: int = _opt(10, "write checkpoint.pt every N epochs (and at the end)")
@@ -155,6 +157,7 @@ class TrainConfig:
             "batch_size": "--batch-size",
             "checkpoint_every": "--checkpoint-every",
             "eval_batch_size": "--eval-batch-size",
+            "particles": "--particles",
         }
         for name, flag in positive.items():
             value = getattr(self, name)
@@ -178,6 +181,8 @@ class TrainConfig:
                 flag = "--" + f.name.replace("_", "-")
                 allowed = " or ".join(map(repr, choices))
                 raise ConfigError(f"{flag} must be {allowed}, got {getattr(self, f.name)!r}")
+        if self.particles != 1 and self.objective != "iwae":
+            raise ConfigError(f"--particles {self.particles} needs --objective iwae")
         if self.binarize == "dynamic" and self.likelihood != "bernoulli":
             raise ConfigError("--binarize dynamic needs --likelihood bernoulli")
         for module in self.plugins:

@@ -27,6 +27,7 @@ import pyro
 import torch
 
 from mixvae.guides import Guide
+from mixvae.inference.iwae import log_q
 from mixvae.models import VAE
 from mixvae.rng import seeded
 
@@ -78,15 +79,6 @@ def draw_latents(qs: Mapping[str, torch.distributions.Distribution], num_samples
     if num_samples is None:
         return {k: q.sample() for k, q in qs.items()}
     return {k: q.sample((num_samples,)) for k, q in qs.items()}
-
-
-def log_q(qs: Mapping[str, torch.distributions.Distribution], latents: Latents) -> torch.Tensor:
-    """log q of the continuous latents: the sites are independent given x.
-
-    Same as :meth:`~mixvae.guides.Guide.log_q`, but on already built
-    distributions, so that the encoder runs once per batch, not once per chunk of draws.
-    """
-    return sum(q.log_prob(latents[k]) for k, q in qs.items())
 
 
 @torch.no_grad()

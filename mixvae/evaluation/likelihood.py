@@ -19,8 +19,9 @@ import numpy as np
 import pyro
 import torch
 
-from mixvae.evaluation.aggregate import Latents, draw_latents, log_q
+from mixvae.evaluation.aggregate import Latents
 from mixvae.guides import Guide
+from mixvae.inference.iwae import log_weights
 from mixvae.models import VAE
 from mixvae.rng import seeded
 
@@ -121,9 +122,9 @@ def importance_sampling(
             total = torch.zeros(len(xb), dtype=torch.float64, device=x.device)
             chunks = []
             for start in range(0, num_samples, chunk_samples):
-                latents = draw_latents(qs, min(chunk_samples, num_samples - start))  # each (C, B, D)
-                log_w = (
-                    model.decoder.log_likelihood(latents["z"], xb) + log_prior(latents) - log_q(qs, latents)
+                chunk = min(chunk_samples, num_samples - start)
+                log_w = log_weights(
+                    model, qs, xb, chunk, reparameterized=False, prior_log_prob=log_prior
                 ).double()  # (C, B)
                 lse = torch.logaddexp(lse, log_w.logsumexp(0))
                 total += log_w.sum(0)

@@ -14,6 +14,7 @@ from typing import Any
 
 from mixvae.inference.direct import DirectELBO, direct_loss, direct_problem, verify_direct
 from mixvae.inference.discrete import infer_components
+from mixvae.inference.iwae import IWAE_ELBO, iwae_bound, iwae_loss, log_weights
 from mixvae.inference.loss import TrainingLoss
 
 # objectives first: mixvae.evaluation imports them while the training loop imports evaluation
@@ -54,6 +55,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "IWAE_ELBO",
     "DirectELBO",
     "LatentScale",
     "TrainingLoss",
@@ -62,6 +64,9 @@ __all__ = [
     "direct_problem",
     "evaluate_elbo",
     "infer_components",
+    "iwae_bound",
+    "iwae_loss",
+    "log_weights",
     "make_elbo",
     "resume",
     "train",

@@ -6,6 +6,7 @@ import torch
 
 from mixvae.guides import Guide
 from mixvae.inference.direct import direct_loss, direct_problem, pyro_loss, verify_direct
+from mixvae.inference.iwae import iwae_loss
 from mixvae.inference.objectives import has_discrete_site, make_elbo
 from mixvae.models import VAE
 
@@ -15,16 +16,25 @@ class TrainingLoss:
 
     :func:`~mixvae.inference.direct.direct_loss` where ``objective`` is
     ``"auto"`` and the pair has no :func:`~mixvae.inference.direct.direct_problem`;
-    otherwise Pyro's ELBO of :func:`~mixvae.inference.objectives.make_elbo`
+    the importance-weighted bound of :func:`~mixvae.inference.iwae.iwae_loss`
+    with ``particles`` samples where it is ``"iwae"``; otherwise Pyro's ELBO of :func:`~mixvae.inference.objectives.make_elbo`
     under :class:`~mixvae.inference.objectives.LatentScale`.  Calling it with
     ``(x, num_data, beta)`` gives the negative ELBO of the minibatch scaled to
-    the data set, with KL warm-up ``beta``.
+    the data set, with KL warm-up ``beta`` (for ``"iwae"``, the negative bound).
     """
 
     def __init__(
-        self, model: VAE, guide: Guide, *, objective: str = "auto", analytic_kl: bool = True
+        self,
+        model: VAE,
+        guide: Guide,
+        *,
+        objective: str = "auto",
+        analytic_kl: bool = True,
+        particles: int = 1,
     ) -> None:
         self.model, self.guide, self.analytic_kl = model, guide, analytic_kl
+        #: K of the importance-weighted objective (``None``: an ELBO)
+        self.particles = particles if objective == "iwae" else None
         #: why the direct objective does not apply (``None`` when it does, or was not asked for)
         self.problem = direct_problem(model, guide) if objective == "auto" else None
         #: whether the loss skips Pyro's tracing
@@ -32,7 +42,7 @@ class TrainingLoss:
         # Pyro's ELBO, made once (not at every step) for the pairs that train through it
         self.elbo = (
             None
-            if self.direct
+            if self.direct or self.particles is not None
             else make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=analytic_kl)
         )
 
@@ -40,6 +50,8 @@ class TrainingLoss:
         """Which objective computes the loss, and why (for ``summary.json``)."""
         if self.direct:
             return "direct"
+        if self.particles is not None:
+            return f"iwae (K = {self.particles})"
         return "pyro" + (f" ({self.problem})" if self.problem else "")
 
     def verify(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> None:
@@ -49,6 +61,8 @@ class TrainingLoss:
             verify_direct(self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl)
 
     def __call__(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> torch.Tensor:
+        if self.particles is not None:
+            return iwae_loss(self.model, self.guide, x, num_data, self.particles, beta=beta)
         if self.direct:
             return direct_loss(self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl)
         return pyro_loss(

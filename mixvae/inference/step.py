@@ -41,7 +41,13 @@ class RunObjective:
         self.train_x = data.train_x[split.unlabelled].to(device)
         self.num_data = len(self.train_x)
         analytic_kl = config.kl == "analytic"
-        self.loss = TrainingLoss(run.model, run.guide, objective=config.objective, analytic_kl=analytic_kl)
+        self.loss = TrainingLoss(
+            run.model,
+            run.guide,
+            objective=config.objective,
+            analytic_kl=analytic_kl,
+            particles=config.particles,
+        )
         self.labelled = split.labelled.numel() > 0
         if self.labelled:
             self.labelled_x = data.train_x[split.labelled].to(device)
