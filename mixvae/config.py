@@ -84,6 +84,11 @@ class TrainConfig:
         choices=("auto", "pyro", "iwae"),
     )
     particles: int = _opt(1, "importance samples K per datapoint of --objective iwae (K = 1: the ELBO)")
+    jit: bool = _opt(
+        False,
+        "compile the step with Pyro's JIT ELBOs (JitTraceEnum_ELBO, JitTraceMeanField_ELBO; torch.jit.trace, "
+        "deprecated in torch 2) instead of the direct ELBO (see `mixvae list --elbos`)",
+    )
     clip_grad: float | None = _opt(None, "clip the gradient norm to this value (default: no clipping)")
     seed: int = _opt(0, "random seed")
     checkpoint_every: int = _opt(10, "write checkpoint.pt every N epochs (and at the end)")
@@ -181,6 +186,13 @@ class TrainConfig:
                 flag = "--" + f.name.replace("_", "-")
                 allowed = " or ".join(map(repr, choices))
                 raise ConfigError(f"{flag} must be {allowed}, got {getattr(self, f.name)!r}")
+        if self.jit and self.objective == "iwae":
+            raise ConfigError("--jit compiles Pyro's ELBOs; --objective iwae is not one of them: drop one")
+        if self.jit and self.warmup_epochs:
+            raise ConfigError(
+                "--jit traces the step once, so a KL warm-up beta that changes every step cannot be "
+                "compiled; drop --warmup-epochs or --jit"
+            )
         if self.particles != 1 and self.objective != "iwae":
             raise ConfigError(f"--particles {self.particles} needs --objective iwae")
         if self.binarize == "dynamic" and self.likelihood != "bernoulli":

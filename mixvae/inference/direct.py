@@ -147,8 +147,10 @@ def pyro_loss(
     (``elbo``: that ELBO object, made once by a caller that scores many batches)."""
     if elbo is None:
         elbo = make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=analytic_kl)
-    warm = LatentScale(beta)
-    return elbo.differentiable_loss(warm(model), warm(guide), x, num_data)
+    if beta != 1.0:  # (at beta = 1 the programs themselves: a JIT ELBO compiles once per program)
+        warm = LatentScale(beta)
+        model, guide = warm(model), warm(guide)
+    return elbo.differentiable_loss(model, guide, x, num_data=num_data)
 
 
 def verify_direct(

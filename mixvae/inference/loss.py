@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from mixvae.guides import Guide
@@ -17,7 +19,8 @@ class TrainingLoss:
     :func:`~mixvae.inference.direct.direct_loss` where ``objective`` is
     ``"auto"`` and the pair has no :func:`~mixvae.inference.direct.direct_problem`;
     the importance-weighted bound of :func:`~mixvae.inference.iwae.iwae_loss`
-    with ``particles`` samples where it is ``"iwae"``; otherwise Pyro's ELBO of :func:`~mixvae.inference.objectives.make_elbo`
+    with ``particles`` samples where it is ``"iwae"``; Pyro's compiled ELBO with
+    ``jit``; otherwise Pyro's ELBO of :func:`~mixvae.inference.objectives.make_elbo`
     under :class:`~mixvae.inference.objectives.LatentScale`.  Calling it with
     ``(x, num_data, beta)`` gives the negative ELBO of the minibatch scaled to
     the data set, with KL warm-up ``beta`` (for ``"iwae"``, the negative bound).
@@ -31,19 +34,20 @@ class TrainingLoss:
         objective: str = "auto",
         analytic_kl: bool = True,
         particles: int = 1,
+        jit: bool = False,
     ) -> None:
-        self.model, self.guide, self.analytic_kl = model, guide, analytic_kl
+        self.model, self.guide, self.analytic_kl, self.jit = model, guide, analytic_kl, jit
         #: K of the importance-weighted objective (``None``: an ELBO)
         self.particles = particles if objective == "iwae" else None
         #: why the direct objective does not apply (``None`` when it does, or was not asked for)
-        self.problem = direct_problem(model, guide) if objective == "auto" else None
+        self.problem = direct_problem(model, guide) if objective == "auto" and not jit else None
         #: whether the loss skips Pyro's tracing
-        self.direct = objective == "auto" and self.problem is None
+        self.direct = objective == "auto" and not jit and self.problem is None
         # Pyro's ELBO, made once (not at every step) for the pairs that train through it
         self.elbo = (
             None
             if self.direct or self.particles is not None
-            else make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=analytic_kl)
+            else make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=analytic_kl, jit=jit)
         )
 
     def describe(self) -> str:
@@ -52,6 +56,8 @@ class TrainingLoss:
             return "direct"
         if self.particles is not None:
             return f"iwae (K = {self.particles})"
+        if self.jit:
+            return "pyro jit"
         return "pyro" + (f" ({self.problem})" if self.problem else "")
 
     def verify(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> None:
@@ -65,6 +71,9 @@ class TrainingLoss:
             return iwae_loss(self.model, self.guide, x, num_data, self.particles, beta=beta)
         if self.direct:
             return direct_loss(self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl)
-        return pyro_loss(
-            self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl, elbo=self.elbo
-        )
+        with warnings.catch_warnings():
+            if self.jit:  # asked for with --jit; its help says that torch.jit.trace is deprecated
+                warnings.filterwarnings("ignore", "`torch.jit.trace` is deprecated", DeprecationWarning)
+            return pyro_loss(
+                self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl, elbo=self.elbo
+            )

@@ -47,6 +47,7 @@ class RunObjective:
             objective=config.objective,
             analytic_kl=analytic_kl,
             particles=config.particles,
+            jit=config.jit,
         )
         self.labelled = split.labelled.numel() > 0
         if self.labelled:
