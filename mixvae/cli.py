@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu", "auto"), help="with --devices")
     train.add_argument("--strategy", default="ddp", help="Lightning strategy with --devices (default: ddp)")
     listing = sub.add_parser("list", help="list the priors, guides, likelihoods and data sets")
+    listing.add_argument(
+        "--elbos", action="store_true", help="which of Pyro's ELBOs compute the right objective for each pair"
+    )
     evaluate = sub.add_parser("evaluate", help="log-likelihood, ELBO surgery, clustering and sample quality")
     evaluate.add_argument("run", help="the run folder")
     evaluate.add_argument(
@@ -190,6 +193,22 @@ def _list() -> None:
     for name, loader in DATASETS.items():
         doc = (loader.__doc__ or "").strip().splitlines()
         print(f"  {name:<14} {doc[0] if doc else ''}{origin(DATASETS, name)}")
+
+
+def _list_elbos() -> None:
+    from mixvae.inference.elbos import ELBO_NAMES, VERDICTS, elbo_table
+
+    table = elbo_table()
+    width = max(len(f"{p} x {g}") for p, g, _ in table) + 2
+    print("".ljust(width) + "".join(e.ljust(20) for e in ELBO_NAMES))
+    reasons: dict[tuple[str, str], str] = {}
+    for prior, guide, verdicts in table:
+        print(f"{prior} x {guide}".ljust(width) + "".join(verdicts[e].verdict.ljust(20) for e in ELBO_NAMES))
+        for e in ELBO_NAMES:
+            reasons.setdefault((e, verdicts[e].reason), verdicts[e].verdict)
+    print(f"\nverdicts ({', '.join(VERDICTS)}; see mixvae.inference.elbos):")
+    for (elbo, reason), verdict in reasons.items():
+        print(f"  {elbo} {verdict}: {reason}")
 
 
 #: flags that may change when a run is resumed: how long, where it runs, where its data live
@@ -322,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":
-            _list()
+            _list_elbos() if args.elbos else _list()
             return 0
         if args.command == "sample":
             return _sample(args)

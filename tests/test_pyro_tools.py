@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import pyro
@@ -447,3 +448,71 @@ def test_training_with_jit(small_digits, tmp_path):
     ):
         with pytest.raises(ConfigError, match=match):
             TrainConfig(**bad).validate()
+
+
+# ----------------------------------------------------------------------------- the ELBO table
+
+
+def _pyro_elbo(name: str, particles: int):
+    from pyro import infer
+
+    if name == "RenyiELBO":  # K = 2 importance samples a call, not particles of an average
+        return infer.RenyiELBO(num_particles=2, max_plate_nesting=1)
+    kwargs = dict(max_plate_nesting=1, num_particles=particles, vectorize_particles=particles > 1)
+    if "Enum" in name:
+        kwargs["strict_enumeration_warning"] = False
+    if name.startswith("Jit"):
+        kwargs["ignore_jit_warnings"] = True
+    return getattr(infer, name)(**kwargs)
+
+
+@pytest.mark.filterwarnings(JIT_DEPRECATED)
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pyro's "found non-reparameterized sites" etc.
+@pytest.mark.parametrize("prior,guide", VALID)
+def test_the_elbo_table_says_what_each_of_pyros_elbos_computes(prior, guide):
+    from mixvae.inference.elbos import ELBO_NAMES, elbo_verdict
+
+    model, g = _pair(prior, guide)
+    x = _x(4)
+
+    def estimate(name: str, repeats: int = 20) -> tuple[float, float]:
+        elbo = _pyro_elbo(name, 20)
+        # the JIT ELBO compiles differentiable_loss (its loss is the eager one)
+        score = (
+            (lambda: elbo.differentiable_loss(model, g, x))
+            if name.startswith("Jit")
+            else (lambda: elbo.loss(model, g, x))
+        )
+        values = torch.tensor([-float(score()) for _ in range(repeats)])
+        return float(values.mean()), float(values.std() / math.sqrt(repeats))
+
+    with pyro.get_param_store().scope():
+        ref, ref_se = estimate("TraceEnum_ELBO")
+        for name in ELBO_NAMES:
+            verdict = elbo_verdict(PRIORS[prior], GUIDES[guide], name).verdict
+            if verdict == "fails":
+                with pytest.raises((KeyError, NotImplementedError, ValueError)):
+                    _pyro_elbo(name, 1).loss_and_grads(model, g, x, num_data=40)
+                continue
+            _pyro_elbo(name, 1).loss_and_grads(model, g, x, num_data=40)  # trains
+            value, se = estimate(name)
+            noise = 5 * math.hypot(se, ref_se) + 1e-3
+            if verdict == "exact":
+                assert abs(value - ref) < noise, name
+            elif verdict == "looser":
+                assert value < ref - noise, name
+            else:  # the batch's importance-weighted bound: at least the ELBO
+                assert value > ref - noise, name
+
+
+def test_mixvae_list_elbos_and_the_readme_show_the_table(capsys):
+    from pathlib import Path
+
+    from mixvae.cli import main
+    from mixvae.inference.elbos import elbo_table_markdown
+
+    assert main(["list", "--elbos"]) == 0
+    out = capsys.readouterr().out
+    assert "gmm x gaussian" in out and "TraceGraph_ELBO" in out and "KeyError: 'y'" in out
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert elbo_table_markdown() in readme

@@ -28,6 +28,24 @@ def test_readme_svi_example_runs_and_learns():
     assert last < first - 5.0, (first, last)
 
 
+def test_readme_pyro_tools_example_runs_after_the_loop(tmp_path, monkeypatch):
+    """Predictive, infer_components, save_model / load_model and IWAE_ELBO, as the README shows them."""
+    import torch
+
+    text = (ROOT / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "Predictive(" in b]
+    assert blocks, "README.md has no python block with Pyro's tools"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(_readme_snippet(), "README.md", "exec"), namespace)
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert namespace["prior_draws"]["x"].shape == (8, 16, 64)
+    assert namespace["posterior"]["z"].shape == (8, 16, namespace["model"].latent_dim)
+    clusters = namespace["clusters"]
+    assert clusters.shape == (16,) and clusters.dtype == torch.long
+    assert (tmp_path / "gmvae.pt").is_file()
+
+
 def test_pyro_optim_and_module_parameters_are_the_same_tensors():
     """pyro.optim updates the module's own parameters (nothing is copied into the store)."""
     import pyro
@@ -43,7 +61,7 @@ def test_pyro_optim_and_module_parameters_are_the_same_tensors():
     )
     before = model.prior.locs.detach().clone()
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), make_elbo())
-    svi.step(data.train_x[:32], len(data.train_x))
+    svi.step(data.train_x[:32], num_data=len(data.train_x))
     assert not torch.equal(before, model.prior.locs.detach())
     store = {id(v.unconstrained()) for v in pyro.get_param_store().values()}
     assert {id(p) for p in [*model.parameters(), *guide.parameters()]} == store
