@@ -13,7 +13,8 @@ ratio, and checks that both reach the same training loss within 1%, so that
 the comparison is of equal work.  mixvae's loop runs with its default
 ``--objective auto`` (Pyro's ELBO estimator computed without tracing where
 that is exact); a second mixvae run with ``--objective pyro`` (Pyro's ELBO at
-every step) is timed beside it, to show Pyro's own per-step cost.  A third column times the reference with
+every step) is timed beside it, to show Pyro's own per-step cost, and a third
+with ``--jit`` (Pyro's compiled ELBOs), as a ratio to the default.  A third column times the reference with
 torch's default Adam, as plain scripts usually run: what a user of such a
 script would see, not the measure of Pyro's overhead.  It then measures evaluation throughput
 (importance-weighted log-likelihood), the peak resident memory of a 10-epoch
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pyro.distributions as dist
@@ -188,6 +190,11 @@ def compare_pair(prior: str, guide: str, data: Dataset, epochs: int, workdir: Pa
     # The same run with Pyro's ELBOs in the hot loop (--objective pyro): Pyro's own overhead.
     pyro_config = dataclasses.replace(config, objective="pyro", out=str(workdir / f"{prior}-{guide}-pyro"))
     pyro_run = train(pyro_config, dataset=data, progress=False, figures=False)
+    # --jit: Pyro's compiled ELBOs (JitTraceEnum_ELBO / JitTraceMeanField_ELBO), against the default
+    jit_config = dataclasses.replace(config, jit=True, out=str(workdir / f"{prior}-{guide}-jit"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit.trace` is deprecated", DeprecationWarning)
+        jit_run = train(jit_config, dataset=data, progress=False, figures=False)
     ref = Reference(prior, guide, data.data_dim, 10, k, hidden)
     torch.manual_seed(config.seed)
     init_model, init_guide = build(config, data.data_dim)  # the same initial weights as the run
@@ -219,6 +226,7 @@ def compare_pair(prior: str, guide: str, data: Dataset, epochs: int, workdir: Pa
         epoch_state = load_checkpoint(run.run_dir / "checkpoint.pt")["rng"]["torch"]
         run = resume(run.run_dir, epochs=e, dataset=data, progress=False, figures=False)
         pyro_run = resume(pyro_run.run_dir, epochs=e, dataset=data, progress=False, figures=False)
+        jit_run = resume(jit_run.run_dir, epochs=e, dataset=data, progress=False, figures=False)
         for name, (r, opt) in refs.items():
             torch.set_rng_state(epoch_state)
             t, losses[name] = reference_epoch(r, opt, data.train_x, gens[name], config.batch_size)
@@ -226,6 +234,7 @@ def compare_pair(prior: str, guide: str, data: Dataset, epochs: int, workdir: Pa
     torch.set_flush_denormal(False)
     ours, ours_loss = _timed_epochs(run.run_dir)
     pyro_s, pyro_loss = _timed_epochs(pyro_run.run_dir)
+    jit_s, jit_loss = _timed_epochs(jit_run.run_dir)
     plain, usual_s = statistics.median(times["plain"]), statistics.median(times["plain_default_adam"])
     return {
         "pair": f"{prior} x {guide}",
@@ -239,6 +248,10 @@ def compare_pair(prior: str, guide: str, data: Dataset, epochs: int, workdir: Pa
         "ratio_pyro_objective": pyro_s / plain,
         "pyro_objective_loss": pyro_loss,
         "same_loss_pyro_objective": _same_loss(pyro_loss, losses["plain"]),
+        "jit_s": jit_s,
+        "ratio_jit_vs_default": jit_s / ours,
+        "jit_loss": jit_loss,
+        "same_loss_jit": _same_loss(jit_loss, losses["plain"]),
         "plain_default_adam_s": usual_s,
         "ratio_vs_default_adam": ours / usual_s,
         "plain_default_adam_loss": losses["plain_default_adam"],
@@ -374,6 +387,7 @@ def main() -> int:
             print(
                 f"{'pair':<22} {'mixvae s/epoch':>14} {'plain s/epoch':>14} {'ratio':>6}  same loss (<1%)"
                 f"   | --objective pyro: s/epoch, ratio, same loss"
+                f"   | --jit: s/epoch, ratio to mixvae's default, same loss"
                 f"   | plain, torch's default Adam: s/epoch, ratio, same loss"
             )
             results["pairs"] = []
@@ -385,6 +399,8 @@ def main() -> int:
                     f"{r['same_loss']} ({r['mixvae_loss']:.2f} vs {r['plain_loss']:.2f})   | "
                     f"{r['pyro_objective_s']:.3f}, {r['ratio_pyro_objective']:.2f}, "
                     f"{r['same_loss_pyro_objective']} ({r['pyro_objective_loss']:.2f})   | "
+                    f"{r['jit_s']:.3f}, {r['ratio_jit_vs_default']:.2f}, "
+                    f"{r['same_loss_jit']} ({r['jit_loss']:.2f})   | "
                     f"{r['plain_default_adam_s']:.3f}, {r['ratio_vs_default_adam']:.2f}, "
                     f"{r['same_loss_default_adam']} ({r['plain_default_adam_loss']:.2f})",
                     flush=True,

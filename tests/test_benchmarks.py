@@ -41,6 +41,7 @@ def test_speed_benchmark_smoke(tmp_path):
         assert row["same_loss"], row
         assert row["same_loss_default_adam"], row
         assert row["same_loss_pyro_objective"] and row["pyro_objective_s"] > 0, row
+        assert row["jit_s"] > 0 and row["ratio_jit_vs_default"] > 0, row
         assert row["plain_default_adam_s"] > 0
         assert row["mixvae_s"] > 0 and row["plain_s"] > 0
     assert abs(result["eval"]["mixvae_ll"] - result["eval"]["plain_ll"]) < 1.0
