@@ -59,7 +59,7 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     for heading in ("## Clustering", "## Likelihood", "## Aggregate posterior"):
         assert heading in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    # 6 models with their own clusters + 2 baselines on the standard VAE; 10 likelihood rows; 10 aggregate rows
+    # 6 models with their own clusters + 2 baselines on the standard VAE; 14 likelihood rows; 14 aggregate rows
     for start in (
         "| gmm-full x gaussian, warm start | the model's own (most probable y) (K = 10)",
         "| gmm-full x gaussian, warm start, uniform weights | the model's own (most probable y) (K = 10)",
@@ -74,9 +74,16 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     assert sum(r.startswith("| vampprior x mixture |") for r in rows) == 2
     assert sum(r.startswith("| vampprior, data init x mixture |") for r in rows) == 2
     assert sum(r.startswith("| gmm, K = 500 x gaussian |") for r in rows) == 2
+    for prior in ("gmm", "vampprior"):
+        for k in (5, 50):
+            assert sum(r.startswith(f"| {prior}, IWAE K = {k} x gaussian |") for r in rows) == 2
+            config = json.loads(
+                (out / "likelihood" / f"{prior}-iwae-k-{k}-x-gaussian" / "seed0" / "config.json").read_text()
+            )
+            assert (config["objective"], config["particles"]) == ("iwae", k)
     # every seed is a run folder that mixvae commands can open again
     evaluations = sorted(out.glob("*/*/seed*/evaluation.json"))
-    assert len(evaluations) == 2 * (7 + 10)
+    assert len(evaluations) == 2 * (7 + 14)
     # the warm-started runs record the run they started from
     origins = sorted(out.glob("clustering/gmm-full-*/seed*/init_from.json"))
     assert [json.loads(p.read_text())["run"] for p in origins] == 2 * [

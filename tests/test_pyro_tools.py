@@ -516,3 +516,14 @@ def test_mixvae_list_elbos_and_the_readme_show_the_table(capsys):
     assert "gmm x gaussian" in out and "TraceGraph_ELBO" in out and "KeyError: 'y'" in out
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert elbo_table_markdown() in readme
+
+
+def test_train_takes_a_data_set_name_as_a_keyword(tmp_path):
+    """mixvae.train(dataset="digits") (an AttributeError in 0.1): a name is the config's dataset."""
+    from mixvae import train
+
+    run = train(
+        dataset="digits", prior="standard", guide="gaussian", hidden=(8,), latent_dim=2, epochs=1,
+        out=str(tmp_path), progress=False, figures=False,
+    )  # fmt: skip
+    assert run.config.dataset == "digits" and run.summary is not None

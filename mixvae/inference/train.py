@@ -71,11 +71,13 @@ def train(
 ) -> Run:
     """Train a model/guide pair on the ELBO of :func:`~mixvae.inference.objectives.make_elbo`.
 
-    With ``objective="auto"`` (the default) the pairs for which
-    :func:`~mixvae.inference.objectives.direct_elbo_applies` compute that
-    estimator by :func:`~mixvae.inference.objectives.direct_loss` (same draws,
-    value and gradients, no Pyro tracing per step); ``objective="pyro"`` runs
-    Pyro's ELBO at every step (:class:`~mixvae.inference.objectives.TrainingLoss`).
+    With ``objective="auto"`` (the default) every pair without a
+    :func:`~mixvae.inference.direct.direct_problem` computes that estimator by
+    :func:`~mixvae.inference.direct.direct_loss` (same draws, value and
+    gradients, no Pyro tracing per step); ``objective="pyro"`` runs Pyro's ELBO
+    at every step (``jit=True``: compiled), ``objective="iwae"`` the
+    importance-weighted bound with ``particles`` samples
+    (:class:`~mixvae.inference.loss.TrainingLoss`).
 
     Writes ``config.json``, ``metrics.jsonl`` (one line per epoch),
     ``checkpoint.pt`` (every ``checkpoint_every`` epochs and at the end),
