@@ -284,108 +284,75 @@ def evaluate_run(
     run_dir = Path(run_dir)
     # the numbers of the prior as trained (a post-hoc GMM's are reported beside them)
     with run.model.prior.as_trained():
-        return _evaluate_loaded(
-            run,
-            run_dir,
-            iw_samples,
-            split,
-            figures,
-            dataset=dataset,
-            seed=seed,
-            batch_size=batch_size,
-            chunk_samples=chunk_samples,
-            elbo_particles=elbo_particles,
-            num_draws=num_draws,
-            surgery_points=surgery_points,
-            mmd_permutations=mmd_permutations,
-            classifier=classifier,
-            device=device,
+        model, guide, config = run.model, run.guide, run.config
+        data = (
+            dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, download=False)
         )
-
-
-def _evaluate_loaded(
-    run: Run,
-    run_dir: Path,
-    iw_samples: int,
-    split: str,
-    figures: bool,
-    *,
-    dataset: Dataset | None,
-    seed: int,
-    batch_size: int,
-    chunk_samples: int,
-    elbo_particles: int,
-    num_draws: int,
-    surgery_points: int | None,
-    mmd_permutations: int,
-    classifier: Any,
-    device: str,
-) -> dict[str, Any]:
-    model, guide, config = run.model, run.guide, run.config
-    data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, download=False)
-    raw_x = data.test_x if split == "test" else data.train_x
-    labels = data.test_y if split == "test" else data.train_y
-    labels = None if labels is None else labels.cpu()
-    x = evaluation_data(raw_x.to(device), config.binarize)
-    train_x = evaluation_data(data.train_x.to(device), config.binarize)
-    result: dict[str, Any] = {
-        "prior": config.prior,
-        "guide": config.guide,
-        "dataset": data.name,
-        "split": split,
-        "num_points": len(x),
-        "epoch": run.epoch,
-        "seed": seed,
-        "latent_dim": config.latent_dim,
-        "elbo": evaluate_elbo(
+        raw_x = data.test_x if split == "test" else data.train_x
+        labels = data.test_y if split == "test" else data.train_y
+        labels = None if labels is None else labels.cpu()
+        x = evaluation_data(raw_x.to(device), config.binarize)
+        train_x = evaluation_data(data.train_x.to(device), config.binarize)
+        result: dict[str, Any] = {
+            "prior": config.prior,
+            "guide": config.guide,
+            "dataset": data.name,
+            "split": split,
+            "num_points": len(x),
+            "epoch": run.epoch,
+            "seed": seed,
+            "latent_dim": config.latent_dim,
+            "elbo": evaluate_elbo(
+                model,
+                guide,
+                x,
+                batch_size=config.eval_batch_size,
+                num_particles=elbo_particles,
+                seed=_sub_seed(seed, "elbo"),
+            ),
+            "elbo_particles": elbo_particles,
+            "iw_samples": iw_samples,
+        }
+        iw_args = dict(
+            chunk_samples=chunk_samples, batch_size=batch_size, seed=_sub_seed(seed, "iw"), khat=True
+        )
+        iw = _likelihood(run, data, x, iw_samples, iw_args, result)
+        prior_z, posterior = _aggregate_posterior(
             model,
             guide,
             x,
-            batch_size=config.eval_batch_size,
-            num_particles=elbo_particles,
-            seed=_sub_seed(seed, "elbo"),
-        ),
-        "elbo_particles": elbo_particles,
-        "iw_samples": iw_samples,
-    }
-    iw_args = dict(chunk_samples=chunk_samples, batch_size=batch_size, seed=_sub_seed(seed, "iw"), khat=True)
-    iw = _likelihood(run, data, x, iw_samples, iw_args, result)
-    prior_z, posterior = _aggregate_posterior(
-        model,
-        guide,
-        x,
-        result,
-        seed=seed,
-        num_draws=num_draws,
-        surgery_points=surgery_points,
-        mmd_permutations=mmd_permutations,
-    )
-    clusters: dict[str, Clustering] = {}
-    if labels is not None:
-        clusters, result["clustering"] = _clustering(run, data, x, train_x, labels, seed)
-    quality = _sample_quality(run, data, raw_x, labels, split, classifier, num_draws, seed, result)
-    idata = _inference_data(run, prior_z, posterior.z, read_metrics(run_dir))
-    idata.to_netcdf(str(run_dir / "inference_data.nc"))
-    if figures:
-        from mixvae.figures import evaluation as eval_figures
-
-        shown = "model" if "model" in clusters else "kmeans"
-        result["figures"] = eval_figures.write_evaluation_figures(
-            run_dir,
-            model=model,
-            prior_z=prior_z,
-            posterior_z=posterior.z,
-            posterior_labels=None if labels is None else labels[posterior.index.cpu()],
-            khat=iw.khat,
-            image_shape=data.image_shape,
-            sources=quality,
-            clusters=clusters.get(shown),
-            cluster_source="model" if shown == "model" else "k-means on encoder means",
-            labels=labels,
-            seed=_sub_seed(seed, "figures"),
+            result,
+            seed=seed,
+            num_draws=num_draws,
+            surgery_points=surgery_points,
+            mmd_permutations=mmd_permutations,
         )
-    (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
+        clusters: dict[str, Clustering] = {}
+        if labels is not None:
+            clusters, result["clustering"] = _clustering(run, data, x, train_x, labels, seed)
+        quality = _sample_quality(run, data, raw_x, labels, split, classifier, num_draws, seed, result)
+        idata = _inference_data(run, prior_z, posterior.z, read_metrics(run_dir))
+        idata.to_netcdf(str(run_dir / "inference_data.nc"))
+        if figures:
+            from mixvae.figures import evaluation as eval_figures
+
+            shown = "model" if "model" in clusters else "kmeans"
+            result["figures"] = eval_figures.write_evaluation_figures(
+                run_dir,
+                model=model,
+                prior_z=prior_z,
+                posterior_z=posterior.z,
+                posterior_labels=None if labels is None else labels[posterior.index.cpu()],
+                khat=iw.khat,
+                image_shape=data.image_shape,
+                sources=quality,
+                clusters=clusters.get(shown),
+                cluster_source="model" if shown == "model" else "k-means on encoder means",
+                labels=labels,
+                seed=_sub_seed(seed, "figures"),
+            )
+        (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
 
 
 def _likelihood(
