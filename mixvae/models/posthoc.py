@@ -72,7 +72,7 @@ class PosthocGMMPrior(StandardPrior):
         self._gmm_dist: dist.TorchDistribution | None = None
         self._as_trained = False
 
-    def set_gmm(self, gmm: PosthocGMM | None) -> None:  # type: ignore[override]
+    def set_gmm(self, gmm: PosthocGMM | None) -> None:
         """Make ``gmm`` (a fitted :class:`PosthocGMM`, or ``None`` for
         N(0, I) again) this prior's p(z)."""
         self.gmm = None if gmm is None else gmm.to(self._zeros.device)

@@ -69,7 +69,7 @@ class Prior(PyroModule):
     name: ClassVar[str] = ""
     #: can be set to a Gaussian mixture fitted to encoder codes (:meth:`fit_to_codes`)
     fits_codes: ClassVar[bool] = False
-    #: after training, a GMM fitted to the aggregate posterior replaces p(z) for sampling and likelihood
+    #: after training, a GMM fitted to the aggregate posterior becomes p(z) (the prior's ``set_gmm``)
     fits_posthoc_gmm: ClassVar[bool] = False
     #: has mixing weights that ``--mixture-weights uniform`` can fix at 1/K
     has_mixing_weights: ClassVar[bool] = False
@@ -208,11 +208,6 @@ class Prior(PyroModule):
         _, inside = _sites.log_density(self.sites, self.site_dist, latents)
         assert inside is not None
         return inside.log_softmax(0).movedim(0, -1)
-
-    def set_gmm(self, gmm: object) -> None:
-        """Make a GMM fitted to q(z) this prior's p(z); only for priors that declare
-        :attr:`fits_posthoc_gmm`."""
-        raise ConfigError(f"prior {self.name!r} does not take a post-hoc GMM; use prior posthoc-gmm")
 
     @contextmanager
     def as_trained(self) -> Iterator[Prior]:
