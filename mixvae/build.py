@@ -10,6 +10,8 @@ up to log K.
 
 from __future__ import annotations
 
+import itertools
+
 import pyro
 import torch
 from pyro import poutine
@@ -206,6 +208,24 @@ def check_names(config: TrainConfig) -> None:
         raise _refuse(problem, config.prior, config.guide)
 
 
+#: the most network weights :func:`build` allocates (4 GB of float32): more is a mistake or an attack
+MAX_WEIGHTS = 1_000_000_000
+
+
+def check_size(config: TrainConfig, data_dim: int) -> None:
+    """Refuse, before allocating, networks whose weights would not fit any machine mixvae runs on."""
+    if not isinstance(data_dim, int) or not 1 <= data_dim <= MAX_WEIGHTS:
+        raise ConfigError(f"data dimension {data_dim!r} is not a size mixvae can build")
+    widths = [data_dim, *config.hidden, 2 * config.latent_dim]
+    weights = 2 * sum(a * b for a, b in itertools.pairwise(widths))  # encoder and decoder
+    if weights > MAX_WEIGHTS:
+        raise ConfigError(
+            f"--hidden {','.join(map(str, config.hidden))} with --latent-dim {config.latent_dim} on "
+            f"{data_dim}-dimensional data would need about {weights / 1e9:.1f} billion weights "
+            f"({4 * weights / 2**30:.0f} GiB); choose smaller networks"
+        )
+
+
 def build(config: TrainConfig, data_dim: int) -> tuple[VAE, Guide]:
     """The model (prior + decoder) and guide a configuration asks for, checked as a pair
     (:func:`check_pair`) and against their declared sites (:func:`check_sites`).
@@ -216,6 +236,7 @@ def build(config: TrainConfig, data_dim: int) -> tuple[VAE, Guide]:
     """
     config.validate()
     check_names(config)
+    check_size(config, data_dim)
     guide = GUIDES[config.guide].from_config(config, data_dim)
     prior = PRIORS[config.prior].from_config(config, data_dim, guide)
     decoder = LIKELIHOODS[config.likelihood].from_config(config, data_dim)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 import typing
 from collections.abc import Sequence
@@ -211,8 +212,18 @@ def _list_elbos() -> None:
         print(f"  {elbo} {verdict}: {reason}")
 
 
-#: flags that may change when a run is resumed: how long, where it runs, where its data live
-RESUMABLE = {"epochs", "device", "data_dir", "download"}
+#: flags that may change when a run is resumed: how long, where it runs, where its data live,
+#: the step size and clipping (to continue a diverged run), how often it checkpoints
+RESUMABLE = {
+    "epochs",
+    "device",
+    "data_dir",
+    "download",
+    "lr",
+    "clip_grad",
+    "checkpoint_every",
+    "checkpoint_minutes",
+}
 #: exit status after SIGINT / SIGTERM, as a shell reports a process killed by them
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -225,10 +236,10 @@ def _train(args: argparse.Namespace) -> int:
         fixed = sorted(set(given) - RESUMABLE)
         if fixed:
             flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
+            allowed = ", ".join("--" + n.replace("_", "-") for n in sorted(RESUMABLE - {"download"}))
             raise ConfigError(
-                "--resume continues the stored configuration; only --epochs, --device, --data-dir and "
-                f"--[no-]download may change "
-                f"(drop {flags}, or start a new run with --out)"
+                f"--resume continues the stored configuration; only {allowed} and --[no-]download may "
+                f"change (drop {flags}, or start a new run with --out)"
             )
         run = resume(args.resume, progress=not args.quiet, **given)
     elif getattr(args, "devices", None) is not None:
@@ -266,6 +277,30 @@ def _train(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from mixvae.runs.lock import RunLock
+
+    _check_seed(args.seed)
+    if args.n < 1:
+        raise ConfigError(f"--n must be a positive integer, got {args.n}")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() != ".png":
+        raise ConfigError(
+            f"--out {args.out} is not a .png path; sample writes PNG files: --out {out.stem}.png"
+        )
+    if out is not None and not out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: the folder {out.parent} does not exist; create it first")
+    run_dir = Path(args.run)
+    # It writes into the run folder (the default --out, a post-hoc GMM fitted on first use): lock it.
+    writes_run = out is None or out.resolve().parent == run_dir.resolve() or args.source == "posthoc-gmm"
+    if writes_run and run_dir.is_dir():
+        with RunLock(run_dir, "sample"):
+            return _sample_run(args, run_dir, out)
+    return _sample_run(args, run_dir, out)
+
+
+def _sample_run(args: argparse.Namespace, run_dir: Any, out: Any) -> int:
+    from pathlib import Path
+
     import pyro
 
     from mixvae.data import load_dataset
@@ -273,7 +308,7 @@ def _sample(args: argparse.Namespace) -> int:
     from mixvae.figures.training import plot_sample_grid
     from mixvae.runs import load_run
 
-    run = load_run(args.run)
+    run = load_run(run_dir)
     component: int | str | None = args.component
     if component not in (None, "all"):
         try:
@@ -281,14 +316,15 @@ def _sample(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--component takes an integer or 'all', got {component!r}") from None
     c = run.config
-    data = None if args.source == "prior" else load_dataset(c.dataset, c.data_dir, c.download)
+    # a stored run never downloads by itself (its data folder is the one it was trained on)
+    data = None if args.source == "prior" else load_dataset(c.dataset, c.data_dir, download=False)
     if data is not None and data.image_shape is None:
         raise ConfigError(f"data set {c.dataset!r} has no image shape to draw")
     shape = data.image_shape if data is not None else _image_shape(c.dataset, run.model.decoder.data_dim)
     pyro.set_rng_seed(args.seed)
     images = sample_images(run, args.n, args.source, component, data)
     suffix = "" if component is None else f"-{component}"
-    out = Path(args.out) if args.out else Path(args.run) / f"samples-{args.source}{suffix}.png"
+    out = out if out is not None else Path(run_dir) / f"samples-{args.source}{suffix}.png"
     title = f"samples from the {args.source}" + ("" if component is None else f", component {component}")
     plot_sample_grid(images, shape, out, title)
     print(out)
@@ -300,6 +336,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.iw_samples < 1:
         raise ConfigError(f"--iw-samples must be a positive integer, got {args.iw_samples}")
+    if args.surgery_points is not None and args.surgery_points < 1:
+        raise ConfigError(f"--surgery-points must be a positive integer, got {args.surgery_points}")
+    _check_seed(args.seed)
     result = evaluate_run(
         args.run,
         iw_samples=args.iw_samples,
@@ -315,6 +354,27 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"marginal KL {result['marginal_kl']:.3f}, active units {result['active_units']}"
     )
     return 0
+
+
+def _check_seed(seed: int) -> None:
+    from mixvae.config import MAX_SEED
+
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be an integer in 0..{MAX_SEED}, got {seed}")
+
+
+def _os_error(e: OSError) -> str:
+    """One line for an operating-system error a user can fix: what failed, where, and the fix."""
+    where = f" ({e.filename})" if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free space (or choose another --out) and run again; a run continues with --resume RUN"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the path writable or choose another folder"
+    elif e.errno in (errno.ENOENT, errno.ENOTDIR):
+        fix = "check the path"
+    else:
+        fix = "check the path and the disk"
+    return f"{e.strerror or e}{where}; {fix}"
 
 
 def _image_shape(dataset: str, data_dim: int) -> tuple[int, int]:
@@ -351,9 +411,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MixvaeError as e:
         print(f"mixvae: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a permission, a missing path: the user's to fix
+        print(f"mixvae: error: {_os_error(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("mixvae: interrupted", file=sys.stderr)
+        print(f"mixvae: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """After Ctrl-C in ``train``: how to continue, when a checkpoint exists."""
+    from pathlib import Path
+
+    run = getattr(args, "resume", None) or getattr(args, "out", None)
+    if args.command != "train" or not run or not (Path(run) / "checkpoint.pt").is_file():
+        return " (every file written so far is complete: mixvae writes them atomically)"
+    return f"; the checkpoint in {run} is complete: continue with mixvae train --resume {run}"
 
 
 if __name__ == "__main__":

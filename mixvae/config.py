@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,50 @@ from mixvae import options as _options
 from mixvae.errors import ConfigError
 
 #: bumped when a checkpoint written by an older mixvae can no longer be read
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: the checkpoint formats this mixvae reads (1: mixvae 0.1, no run id and no checksum)
+READABLE_FORMATS = (1, 2)
+
+
+#: the largest seed every generator mixvae seeds accepts (numpy's)
+MAX_SEED = 2**32 - 1
+#: sane bounds on sizes, checked before any tensor is built (a loaded config may be hostile)
+SIZE_LIMITS = {
+    "latent_dim": 65_536,
+    "hidden": 65_536,
+    "batch_size": 10_000_000,
+    "eval_batch_size": 10_000_000,
+    "particles": 100_000,
+    "posthoc_components": 100_000,
+    "epochs": 10_000_000,
+    "checkpoint_every": 10_000_000,
+}
+
+
+def resolve_device(name: str) -> Any:
+    """The :class:`torch.device` named by ``--device``, checked against what this machine has."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {name!r}; use cpu or cuda (cuda:N for GPU N)") from None
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise ConfigError(f"--device {name}: there is one cpu device; use --device cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s) (cuda:0 ...); "
+                "choose one of them"
+            )
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"--device {name} was asked for but MPS is not available; use --device cpu")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device {name}: mixvae trains on cpu, cuda or mps; use one of them")
+    return device
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -91,7 +135,10 @@ class TrainConfig:
     )
     clip_grad: float | None = _opt(None, "clip the gradient norm to this value (default: no clipping)")
     seed: int = _opt(0, "random seed")
-    checkpoint_every: int = _opt(10, "write checkpoint.pt every N epochs (and at the end)")
+    checkpoint_every: int = _opt(10, "write checkpoint.pt every N epochs (and after the first and the last)")
+    checkpoint_minutes: float = _opt(
+        5.0, "also write checkpoint.pt when this many minutes have passed since the last one (mid-epoch too)"
+    )
     eval_batch_size: int = _opt(1000, "minibatch size for held-out evaluation")
     device: str = _opt("cpu", "torch device: cpu | cuda")
     out: str | None = _opt(None, "run folder (default: runs/PRIOR-GUIDE-DATASET-TIMESTAMP)")
@@ -170,6 +217,22 @@ class TrainConfig:
                 raise ConfigError(f"{flag} must be a positive integer, got {value!r}")
         if any(h < 1 for h in self.hidden):
             raise ConfigError(f"--hidden sizes must be positive, got {self.hidden!r}")
+        for f in dataclasses.fields(self):  # NaN and inf pass every comparison below
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {value!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(
+                f"--seed must be an integer in 0..{MAX_SEED} (numpy's range), got {self.seed!r}"
+            )
+        for name, limit in SIZE_LIMITS.items():
+            values = getattr(self, name)
+            for value in values if isinstance(values, tuple) else (values,):
+                if isinstance(value, int) and value > limit:
+                    raise ConfigError(
+                        f"--{name.replace('_', '-')} {value} is larger than mixvae builds (at most {limit}); "
+                        "was the configuration edited?"
+                    )
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr!r}")
         if self.labels_per_class is not None and self.labels_per_class < 1:
@@ -178,6 +241,8 @@ class TrainConfig:
             raise ConfigError(f"--class-weight must be >= 0, got {self.class_weight!r}")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ConfigError(f"--clip-grad must be positive, got {self.clip_grad!r}")
+        if not self.checkpoint_minutes > 0:
+            raise ConfigError(f"--checkpoint-minutes must be positive, got {self.checkpoint_minutes!r}")
         if self.warmup_epochs < 0:
             raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs!r}")
         for f in dataclasses.fields(self):  # the fields declared with choices
@@ -223,6 +288,33 @@ class TrainConfig:
         for name in takes:
             specs[name].check(getattr(self, name))
 
+    def command_line(self, **changes: Any) -> str:
+        """The ``mixvae train`` command that makes this configuration (with ``changes``):
+        every setting that differs from its default, as its flag."""
+        import shlex
+
+        config = TrainConfig(**{**self.to_dict(), **changes})
+        words = ["mixvae", "train"]
+        for module in config.plugins:
+            words += ["--plugin", module]
+        for name, value in config.to_dict().items():
+            if name == "plugins":
+                continue
+            default = (
+                getattr(_DEFAULTS, name) if name in _FIELDS else _options.default_for(name, config._chosen())
+            )
+            same = tuple(value) == tuple(default) if isinstance(value, list | tuple) else value == default
+            if same or value is None:
+                continue
+            flag = "--" + name.replace("_", "-")
+            if isinstance(value, bool):
+                words.append(flag if value else f"--no-{name.replace('_', '-')}")
+            elif isinstance(value, list | tuple):
+                words += [flag, ",".join(map(str, value)) or "''"]
+            else:
+                words += [flag, shlex.quote(str(value))]
+        return " ".join(words)
+
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The common fields and the chosen parts' options, one flat mapping (``config.json``)."""
@@ -258,3 +350,4 @@ class TrainConfig:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+_DEFAULTS = TrainConfig()

@@ -52,6 +52,10 @@ class CheckpointError(MixvaeError, RuntimeError):
     """A run folder or checkpoint that cannot be used."""
 
 
+class RunFolderError(MixvaeError, RuntimeError):
+    """A run folder that is in use, not a run, damaged, or cannot be written (space, permissions)."""
+
+
 class TrainingDiverged(MixvaeError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 

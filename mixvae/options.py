@@ -22,6 +22,7 @@ components) share its flag, and must agree on its type.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -119,6 +120,10 @@ class OptionSpec:
             ok = isinstance(value, base) if isinstance(base, type) else True
         if not ok:
             raise ConfigError(f"{self.flag} must be of type {_type_name(self.kind)}, got {value!r}")
+        if base is float and not math.isfinite(value):
+            raise ConfigError(f"{self.flag} must be a finite number, got {value!r}")
+        if base is int and abs(value) > MAX_SIZE:
+            raise ConfigError(f"{self.flag} {value} is beyond any size mixvae can build (at most {MAX_SIZE})")
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{self.flag} must be {' or '.join(map(repr, self.choices))}, got {value!r}")
         if self.minimum is not None and value < self.minimum:
@@ -127,6 +132,9 @@ class OptionSpec:
         if self.positive and not value > 0:
             raise ConfigError(f"{self.flag} must be positive, got {value!r}")
 
+
+#: the largest integer a part option may take (a component count, a network width)
+MAX_SIZE = 1_000_000
 
 _PARTS: dict[tuple[str, str], type] = {}
 _SPECS: dict[str, OptionSpec] = {}

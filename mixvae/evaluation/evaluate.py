@@ -19,7 +19,6 @@ The pieces (each usable on its own):
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 import zlib
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from mixvae.data import Dataset, evaluation_data, load_dataset
-from mixvae.errors import ConfigError
+from mixvae.errors import CheckpointError, ConfigError
 from mixvae.evaluation.aggregate import (
     AggregateDraws,
     active_units,
@@ -54,7 +53,9 @@ from mixvae.guides import Guide
 from mixvae.inference.objectives import evaluate_elbo, has_discrete_site
 from mixvae.models import VAE
 from mixvae.rng import seeded
-from mixvae.runs.folder import Run, load_run, read_metrics
+from mixvae.runs.files import clean_temporaries, commit_set, staging, write_json
+from mixvae.runs.folder import EVALUATION_FIGURES, Run, load_run, read_metrics
+from mixvae.runs.lock import RunLock
 
 __all__ = [
     "KHAT_THRESHOLD",
@@ -280,79 +281,90 @@ def evaluate_run(
     """
     if split not in ("test", "train"):
         raise ConfigError(f"split must be 'test' or 'train', got {split!r}")
-    run = load_run(run_dir, device=device)
     run_dir = Path(run_dir)
-    # the numbers of the prior as trained (a post-hoc GMM's are reported beside them)
-    with run.model.prior.as_trained():
-        model, guide, config = run.model, run.guide, run.config
-        data = (
-            dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, download=False)
-        )
-        raw_x = data.test_x if split == "test" else data.train_x
-        labels = data.test_y if split == "test" else data.train_y
-        labels = None if labels is None else labels.cpu()
-        x = evaluation_data(raw_x.to(device), config.binarize)
-        train_x = evaluation_data(data.train_x.to(device), config.binarize)
-        result: dict[str, Any] = {
-            "prior": config.prior,
-            "guide": config.guide,
-            "dataset": data.name,
-            "split": split,
-            "num_points": len(x),
-            "epoch": run.epoch,
-            "seed": seed,
-            "latent_dim": config.latent_dim,
-            "elbo": evaluate_elbo(
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise CheckpointError(f"no checkpoint at {run_dir / 'checkpoint.pt'}; train a run there first")
+    with RunLock(run_dir, "evaluate"):  # one writer at a time; evaluate writes into the folder
+        clean_temporaries(run_dir)
+        run = load_run(run_dir, device=device)
+        # the numbers of the prior as trained (a post-hoc GMM's are reported beside them)
+        with run.model.prior.as_trained():
+            model, guide, config = run.model, run.guide, run.config
+            data = (
+                dataset
+                if dataset is not None
+                else load_dataset(config.dataset, config.data_dir, download=False)
+            )
+            raw_x = data.test_x if split == "test" else data.train_x
+            labels = data.test_y if split == "test" else data.train_y
+            labels = None if labels is None else labels.cpu()
+            x = evaluation_data(raw_x.to(device), config.binarize)
+            train_x = evaluation_data(data.train_x.to(device), config.binarize)
+            result: dict[str, Any] = {
+                "prior": config.prior,
+                "guide": config.guide,
+                "dataset": data.name,
+                "split": split,
+                "num_points": len(x),
+                "epoch": run.epoch,
+                "seed": seed,
+                "latent_dim": config.latent_dim,
+                "elbo": evaluate_elbo(
+                    model,
+                    guide,
+                    x,
+                    batch_size=config.eval_batch_size,
+                    num_particles=elbo_particles,
+                    seed=_sub_seed(seed, "elbo"),
+                ),
+                "elbo_particles": elbo_particles,
+                "iw_samples": iw_samples,
+            }
+            iw_args = dict(
+                chunk_samples=chunk_samples, batch_size=batch_size, seed=_sub_seed(seed, "iw"), khat=True
+            )
+            iw = _likelihood(run, data, x, iw_samples, iw_args, result)
+            prior_z, posterior = _aggregate_posterior(
                 model,
                 guide,
                 x,
-                batch_size=config.eval_batch_size,
-                num_particles=elbo_particles,
-                seed=_sub_seed(seed, "elbo"),
-            ),
-            "elbo_particles": elbo_particles,
-            "iw_samples": iw_samples,
-        }
-        iw_args = dict(
-            chunk_samples=chunk_samples, batch_size=batch_size, seed=_sub_seed(seed, "iw"), khat=True
-        )
-        iw = _likelihood(run, data, x, iw_samples, iw_args, result)
-        prior_z, posterior = _aggregate_posterior(
-            model,
-            guide,
-            x,
-            result,
-            seed=seed,
-            num_draws=num_draws,
-            surgery_points=surgery_points,
-            mmd_permutations=mmd_permutations,
-        )
-        clusters: dict[str, Clustering] = {}
-        if labels is not None:
-            clusters, result["clustering"] = _clustering(run, data, x, train_x, labels, seed)
-        quality = _sample_quality(run, data, raw_x, labels, split, classifier, num_draws, seed, result)
-        idata = _inference_data(run, prior_z, posterior.z, read_metrics(run_dir))
-        idata.to_netcdf(str(run_dir / "inference_data.nc"))
-        if figures:
-            from mixvae.figures import evaluation as eval_figures
-
-            shown = "model" if "model" in clusters else "kmeans"
-            result["figures"] = eval_figures.write_evaluation_figures(
-                run_dir,
-                model=model,
-                prior_z=prior_z,
-                posterior_z=posterior.z,
-                posterior_labels=None if labels is None else labels[posterior.index.cpu()],
-                khat=iw.khat,
-                image_shape=data.image_shape,
-                sources=quality,
-                clusters=clusters.get(shown),
-                cluster_source="model" if shown == "model" else "k-means on encoder means",
-                labels=labels,
-                seed=_sub_seed(seed, "figures"),
+                result,
+                seed=seed,
+                num_draws=num_draws,
+                surgery_points=surgery_points,
+                mmd_permutations=mmd_permutations,
             )
-        (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
-        return result
+            clusters: dict[str, Clustering] = {}
+            if labels is not None:
+                clusters, result["clustering"] = _clustering(run, data, x, train_x, labels, seed)
+            quality = _sample_quality(run, data, raw_x, labels, split, classifier, num_draws, seed, result)
+            idata = _inference_data(run, prior_z, posterior.z, read_metrics(run_dir))
+            # The outputs are written as one set: staged, then moved in with evaluation.json last.
+            with staging(run_dir, "evaluate") as staged:
+                idata.to_netcdf(str(staged / "inference_data.nc"))
+                if figures:
+                    from mixvae.figures import evaluation as eval_figures
+
+                    shown = "model" if "model" in clusters else "kmeans"
+                    result["figures"] = eval_figures.write_evaluation_figures(
+                        staged,
+                        model=model,
+                        prior_z=prior_z,
+                        posterior_z=posterior.z,
+                        posterior_labels=None if labels is None else labels[posterior.index.cpu()],
+                        khat=iw.khat,
+                        image_shape=data.image_shape,
+                        sources=quality,
+                        clusters=clusters.get(shown),
+                        cluster_source="model" if shown == "model" else "k-means on encoder means",
+                        labels=labels,
+                        seed=_sub_seed(seed, "figures"),
+                    )
+                write_json(staged / "evaluation.json", result)
+                commit_set(
+                    staged, run_dir, "evaluation.json", replaces=(*EVALUATION_FIGURES, "inference_data.nc")
+                )
+            return result
 
 
 def _likelihood(

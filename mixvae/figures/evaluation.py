@@ -18,6 +18,7 @@ import torch
 from mixvae.figures.training import image_grid, new_figure
 from mixvae.models import VAE
 from mixvae.rng import seeded
+from mixvae.runs.files import save_figure
 from mixvae.runs.folder import EVALUATION_FIGURES as FIGURE_NAMES
 
 #: latent dimensions shown in the density figure
@@ -60,7 +61,7 @@ def plot_latent_densities(prior_z: torch.Tensor, posterior_z: torch.Tensor, path
         ax.legend(fontsize="x-small")
     fig.suptitle("prior vs aggregate posterior per latent dimension (KDE of draws)")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return fig
 
 
@@ -116,7 +117,7 @@ def plot_latent_projection(
     ax.set_title("aggregate posterior q(z) and prior p(z)")
     ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return fig
 
 
@@ -148,7 +149,7 @@ def plot_sample_sources(
         ax.set_ylabel("draws" if i == 0 else "")
     fig.suptitle("decoded samples by latent source (classifier scores below)")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return fig
 
 
@@ -178,7 +179,7 @@ def plot_confusion(
     ax.set_ylabel("cluster")
     ax.set_title(f"clusters ({source}) vs labels")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return fig
 
 
@@ -203,7 +204,7 @@ def plot_component_samples(model: VAE, shape: tuple[int, int], path: str | Path,
     ax.set_ylabel("prior component")
     ax.set_title("samples from each prior component")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return fig
 
 
@@ -221,7 +222,7 @@ def plot_khat(khat: torch.Tensor, path: str | Path) -> Any:
     ax.set_title(f"importance weights per datapoint: {np.mean(k > 0.7):.1%} with k-hat > 0.7")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     return fig
 
 

@@ -12,6 +12,7 @@ import torch
 from mixvae.data import Dataset
 from mixvae.guides import Guide
 from mixvae.models import VAE
+from mixvae.runs.files import save_figure
 
 if TYPE_CHECKING:
     from mixvae.runs.folder import Run
@@ -40,7 +41,7 @@ def plot_losses(metrics: Sequence[dict[str, Any]], path: str | Path) -> None:
     ax.set_ylabel("nats per datapoint")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -56,7 +57,7 @@ def plot_reconstructions(
     ax.set_axis_off()
     ax.set_title("data (top) and reconstructions (bottom)")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -75,7 +76,7 @@ def plot_prior_samples(model: VAE, shape: tuple[int, int], path: str | Path, col
     ax.set_axis_off()
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -92,7 +93,7 @@ def plot_latent_scatter(guide: Guide, x: torch.Tensor, labels: torch.Tensor | No
     ax.set_ylabel("z2")
     ax.set_title("encoder means of the held-out data")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def plot_sample_grid(images: torch.Tensor, shape: tuple[int, int], path: str | Path, title: str) -> None:
@@ -104,7 +105,7 @@ def plot_sample_grid(images: torch.Tensor, shape: tuple[int, int], path: str | P
     ax.set_axis_off()
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
 
 
 def write_figures(run: Run, data: Dataset, metrics: list[dict[str, Any]]) -> None:

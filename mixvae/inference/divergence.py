@@ -11,11 +11,23 @@ from pyro import poutine
 from mixvae.errors import TrainingDiverged
 from mixvae.guides import Guide
 from mixvae.models import VAE
+from mixvae.runs.checkpoint import describe_kept
 from mixvae.runs.folder import Run
 
 
 def nonfinite_report(model: VAE, guide: Guide, x: torch.Tensor, num_data: int) -> str:
-    """Which parameters or log-density terms are not finite (for the divergence message)."""
+    """Which parameters or log-density terms are not finite (for the divergence message).
+
+    Never raises: the report of a broken state must not itself break (with
+    non-finite parameters a guide may refuse to run at all).
+    """
+    try:
+        return _report(model, guide, x, num_data)
+    except Exception as e:
+        return f"the terms could not be inspected: {type(e).__name__}: {str(e).splitlines()[0][:100]}"
+
+
+def _report(model: VAE, guide: Guide, x: torch.Tensor, num_data: int) -> str:
     bad_params = [
         name
         for module, prefix in ((model, "model"), (guide, "guide"))
@@ -38,11 +50,27 @@ def nonfinite_report(model: VAE, guide: Guide, x: torch.Tensor, num_data: int) -
     return f"non-finite log-density terms: {', '.join(terms)}" if terms else "no single term to blame"
 
 
-def diverged(run: Run, xb: torch.Tensor, n: int, where: str, ckpt: Path, what: str) -> TrainingDiverged:
-    return TrainingDiverged(
-        f"{what} at {where} ({nonfinite_report(run.model, run.guide, xb, n)}); the last good "
-        f"checkpoint ({ckpt}) is kept; lower --lr, set --clip-grad or lengthen --warmup-epochs"
+def advice(run: Run, ckpt: Path) -> str:
+    """The commands that continue (or restart) a diverged run: they work as printed."""
+    lower = f"{run.config.lr / 10:g}"
+    if ckpt.is_file():
+        return (
+            f"continue from it with a lower learning rate or gradient clipping: mixvae train --resume "
+            f"{run.run_dir} --lr {lower} (or --clip-grad 10)"
+        )
+    return (
+        "start again with a lower learning rate (or --clip-grad 10, or a longer --warmup-epochs): "
+        + run.config.command_line(lr=float(lower), overwrite=True)
     )
+
+
+def diverged(run: Run, xb: torch.Tensor, n: int, where: str, ckpt: Path, what: str) -> TrainingDiverged:
+    try:
+        report = nonfinite_report(run.model, run.guide, xb, n)
+        kept, fix = describe_kept(ckpt), advice(run, ckpt)
+    except Exception as e:
+        report, kept, fix = f"({type(e).__name__})", f"{ckpt} is left as it was", "lower --lr"
+    return TrainingDiverged(f"{what} at {where} ({report}); {kept}; {fix}")
 
 
 def all_finite(params: list[torch.Tensor]) -> bool:

@@ -13,8 +13,8 @@ W workers with batch B equals that of one process with batch W * B.  Loggers
 from __future__ import annotations
 
 import atexit
-import json
 import math
+import os
 from typing import Any
 
 import pyro
@@ -29,7 +29,9 @@ from mixvae.inference.optim import adam
 from mixvae.inference.setup import start_run
 from mixvae.inference.step import RunObjective, warmup_beta
 from mixvae.runs.checkpoint import Position, checkpoint_payload, save_checkpoint
+from mixvae.runs.files import write_json, write_text
 from mixvae.runs.folder import Run
+from mixvae.runs.manifest import own, run_id
 
 try:  # optional: pip install 'mixvae[lightning]'
     import lightning as _lightning
@@ -127,44 +129,63 @@ def train_lightning(
     lightning = import_lightning()
     if config.out is None:
         raise ConfigError("training on several devices needs an explicit --out (every process must agree)")
-    run, data, origin = start_run(config, dataset, device=torch.device("cpu"), write=False, builder=build)
-    run_dir = run.run_dir
+    # The first process prepares and locks the folder; the workers that Lightning's ddp launcher
+    # starts by re-running the command (LOCAL_RANK > 0) find it prepared.
+    first = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    run, data, origin = start_run(
+        config, dataset, device=torch.device("cpu"), write=False, builder=build, claim=first
+    )
+    try:
+        assert run.run_dir is not None
+        if first:
+            own(run.run_dir, "lightning_logs")  # Lightning's CSV log, a folder of the run
+        trainer = lightning.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            max_epochs=config.epochs,
+            max_steps=max_steps,
+            default_root_dir=str(run.run_dir),
+            logger=lightning.pytorch.loggers.CSVLogger(str(run.run_dir)),
+            enable_checkpointing=False,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            callbacks=callbacks,
+        )
+        return _fit_lightning(run, data, origin, trainer)
+    finally:
+        if run.lock is not None:
+            run.lock.release()
+
+
+def _fit_lightning(run: Run, data: Dataset, origin: dict[str, Any] | None, trainer: Any) -> Run:
+    """Fit with ``trainer``; rank 0 then writes the checkpoint, config and summary."""
+    config, run_dir = run.config, run.run_dir
     assert run_dir is not None
     module = SVIModule(run, data)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(module.objective.train_x), batch_size=config.batch_size, shuffle=True
     )
-    trainer = lightning.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        max_epochs=config.epochs,
-        max_steps=max_steps,
-        default_root_dir=str(run_dir),
-        logger=lightning.pytorch.loggers.CSVLogger(str(run_dir)),
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        callbacks=callbacks,
-    )
     with pyro.get_param_store().scope():
         trainer.fit(module, loader)
     run = Run(module.model, module.guide, config, run_dir, epoch=int(trainer.current_epoch))
     if trainer.global_rank == 0:
-        (run_dir / "config.json").write_text(config.to_json() + "\n")
+        write_text(run_dir / "config.json", config.to_json() + "\n")
         if origin is not None:
-            (run_dir / "init_from.json").write_text(json.dumps(origin, indent=2) + "\n")
+            write_json(run_dir / "init_from.json", origin)
         optimizer = trainer.optimizers[0] if trainer.optimizers else adam(module.parameters(), config.lr)
         pos = Position(epoch=run.epoch, step=int(trainer.global_step))
         gen = torch.Generator().manual_seed(config.seed)
         save_checkpoint(
             run_dir / "checkpoint.pt",
-            checkpoint_payload((run.model, run.guide), run.config, optimizer, data.data_dim, pos, gen),
+            checkpoint_payload(
+                (run.model, run.guide), run.config, optimizer, data.data_dim, pos, gen, run_id=run_id(run_dir)
+            ),
         )
         run.summary = summarize(run, data)
-        run.summary["devices"] = devices
+        run.summary["devices"] = trainer.num_devices
         run.summary["objective"] = module.objective.loss.describe()
-        (run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
+        write_json(run_dir / "summary.json", run.summary)
     return run
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyro
@@ -17,17 +17,8 @@ from mixvae.guides import Guide
 from mixvae.inference.warmstart import warm_start
 from mixvae.models import LIKELIHOODS, VAE
 from mixvae.plugins import record_plugins
+from mixvae.runs.files import write_json, write_text
 from mixvae.runs.folder import Run, prepare_run_dir
-
-
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 def check_data(data: Dataset, config: TrainConfig) -> None:
@@ -60,6 +51,7 @@ def start_run(
     device: torch.device,
     write: bool = True,
     builder: Callable[[TrainConfig, int], tuple[VAE, Guide]] = build,
+    claim: bool = True,
 ) -> tuple[Run, Dataset, dict[str, Any] | None]:
     """A new run, ready for its first step: checked, its data loaded, model and guide built.
 
@@ -70,6 +62,8 @@ def start_run(
     start (``--init-from``).
 
     :param write: write ``config.json`` and ``init_from.json`` now (Lightning's rank 0 writes them at the end).
+    :param claim: prepare and lock the run folder (:func:`~mixvae.runs.folder.prepare_run_dir`);
+        the new run's ``lock`` is held until the caller releases it (``with run.lock:``).
     :returns: the run, its data and where its warm start came from (or ``None``).
     """
     config.validate()
@@ -79,18 +73,26 @@ def start_run(
         DATASETS[config.dataset]  # unknown names fail before any loading
     data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
     check_data(data, config)
-    run_dir = prepare_run_dir(config)
-    if write:
-        (run_dir / "config.json").write_text(config.to_json() + "\n")
-    pyro.set_rng_seed(config.seed)
-    model, guide = builder(config, data.data_dim)
-    run = Run(model.to(device), guide.to(device), config, run_dir)
-    # Its own generator: priors without a data-dependent start leave every stream untouched.
-    model.prior.initialise_from_data(data.train_x, torch.Generator().manual_seed(config.seed))
-    origin = None
-    if config.init_from is not None:
-        codes_x = evaluation_data(data.train_x.to(device), config.binarize)
-        origin = warm_start(model, guide, config.init_from, codes_x, config=config, seed=config.seed)
+    if claim:
+        run_dir, lock = prepare_run_dir(config, "train")
+    else:  # a worker process of a multi-process run: rank 0 holds the folder
+        run_dir, lock = Path(str(config.out)), None
+    try:
         if write:
-            (run_dir / "init_from.json").write_text(json.dumps(origin, indent=2) + "\n")
+            write_text(run_dir / "config.json", config.to_json() + "\n")
+        pyro.set_rng_seed(config.seed)
+        model, guide = builder(config, data.data_dim)
+        run = Run(model.to(device), guide.to(device), config, run_dir, lock=lock)
+        # Its own generator: priors without a data-dependent start leave every stream untouched.
+        model.prior.initialise_from_data(data.train_x, torch.Generator().manual_seed(config.seed))
+        origin = None
+        if config.init_from is not None:
+            codes_x = evaluation_data(data.train_x.to(device), config.binarize)
+            origin = warm_start(model, guide, config.init_from, codes_x, config=config, seed=config.seed)
+            if write:
+                write_json(run_dir / "init_from.json", origin)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     return run, data, origin

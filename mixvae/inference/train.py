@@ -17,26 +17,30 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from mixvae.config import TrainConfig
+from mixvae.config import TrainConfig, resolve_device
 from mixvae.data import Dataset, evaluation_data, load_dataset
-from mixvae.errors import ConfigError, DataError
+from mixvae.errors import CheckpointError, ConfigError, DataError, RunFolderError
 from mixvae.evaluation.posthoc import ensure_posthoc_gmm
 from mixvae.evaluation.summary import summarize
 from mixvae.figures.training import write_figures
 from mixvae.inference.divergence import all_finite, check_params, diverged
 from mixvae.inference.objectives import evaluate_elbo
 from mixvae.inference.optim import adam
-from mixvae.inference.setup import check_data, resolve_device, start_run
+from mixvae.inference.setup import check_data, start_run
 from mixvae.inference.step import RunObjective, warmup_beta
 from mixvae.plugins import record_plugins
 from mixvae.runs.checkpoint import Position, checkpoint_payload, load_checkpoint, restore_rng, save_checkpoint
+from mixvae.runs.checkpoint import describe_kept as _kept
+from mixvae.runs.files import append_line, clean_temporaries, write_json, write_text
 from mixvae.runs.folder import (
     Run,
+    check_belongs,
     config_from_payload,
     load_into_run,
-    read_metrics,
-    truncate_metrics,
+    restore_metrics,
 )
+from mixvae.runs.lock import RunLock
+from mixvae.runs.manifest import adopt_legacy, is_legacy_run, run_id
 
 
 class _StopRequest:
@@ -101,11 +105,23 @@ def train(
         config.dataset = dataset.name  # what the run was trained on, for later commands
     device = resolve_device(config.device)
     run, data, _ = start_run(config, dataset, device=device)
-    optimizer = _optimizer(run)
-    gen = torch.Generator(device=device).manual_seed(config.seed)
-    return _fit(
-        run, data, optimizer, gen, Position(), progress=progress, figures=figures, after_step=after_step
-    )
+    assert run.lock is not None
+    try:
+        optimizer = _optimizer(run)
+        gen = torch.Generator(device=device).manual_seed(config.seed)
+        return _fit(
+            run,
+            data,
+            optimizer,
+            gen,
+            Position(),
+            [],
+            progress=progress,
+            figures=figures,
+            after_step=after_step,
+        )
+    finally:
+        run.lock.release()
 
 
 def resume(
@@ -116,6 +132,10 @@ def resume(
     device: str | None = None,
     data_dir: str | None = None,
     download: bool | None = None,
+    lr: float | None = None,
+    clip_grad: float | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_minutes: float | None = None,
     progress: bool = True,
     figures: bool = True,
     after_step: Callable[[int], None] | None = None,
@@ -125,50 +145,87 @@ def resume(
     ``device``, ``data_dir`` and ``download`` may differ from the stored
     configuration (where the run computes and where its data files are, e.g.
     after moving them, or for a run trained on a :class:`Dataset` passed in
-    Python, whose configuration names no folder); everything else is the
-    stored run's.
+    Python, whose configuration names no folder); so may ``lr`` and
+    ``clip_grad`` (to continue a run that diverged from its last good
+    checkpoint) and how often it checkpoints; everything else is the stored
+    run's.  A resumed run downloads nothing unless ``download=True`` is given.
 
     The configuration, the optimiser state, every random state and the
     position inside the epoch come from the checkpoint, so an interrupted and
     resumed run ends with bitwise the same parameters and metrics (on CPU) as
-    one trained straight through.
+    one trained straight through (with the same ``lr`` and ``clip_grad``).
+    The checkpoint must be the folder's own (its run id) and pass its
+    checksum; ``metrics.jsonl`` is rewritten from the history it carries.
     """
     run_dir = Path(run_dir)
-    payload = load_checkpoint(run_dir / "checkpoint.pt", map_location=device or "cpu")
-    config = config_from_payload(payload, run_dir)
-    config.epochs = epochs if epochs is not None else config.epochs
-    if device is not None:
-        config.device = device
-    if data_dir is not None:
-        config.data_dir = data_dir
-    if download is not None:
-        config.download = download
-    config.out, config.overwrite = str(run_dir), False
-    config.validate()
-    record_plugins(config)
-    done = int(payload["epoch"])
-    if config.epochs < done:
-        raise ConfigError(f"{run_dir} has already trained {done} epochs; ask for --epochs {done} or more")
-    dev = resolve_device(config.device)
-    data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
-    if data.data_dim != int(payload["data_dim"]):
-        raise DataError(
-            f"the data have {data.data_dim} columns but the run in {run_dir} was trained on "
-            f"{payload['data_dim']}; resume it with the data set it was trained on"
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise CheckpointError(f"no checkpoint at {run_dir / 'checkpoint.pt'}; train a run there first")
+    lock = RunLock(run_dir, "train --resume").acquire()
+    try:
+        clean_temporaries(run_dir)
+        payload = load_checkpoint(run_dir / "checkpoint.pt")
+        if is_legacy_run(run_dir):  # a mixvae 0.1 run folder: it gets its manifest now
+            adopt_legacy(run_dir)
+        check_belongs(payload, run_dir)
+        config = config_from_payload(payload, run_dir)
+        changes = dict(
+            epochs=epochs,
+            device=device,
+            data_dir=data_dir,
+            lr=lr,
+            clip_grad=clip_grad,
+            checkpoint_every=checkpoint_every,
+            checkpoint_minutes=checkpoint_minutes,
         )
-    check_data(data, config)
-    (run_dir / "config.json").write_text(config.to_json() + "\n")
-    run = load_into_run(payload, config, run_dir)
-    run.model.to(dev)
-    run.guide.to(dev)
-    optimizer = _optimizer(run)
-    optimizer.load_state_dict(payload["optimizer"])
-    gen = torch.Generator(device=dev)
-    restore_rng(payload["rng"], gen)
-    p = payload["position"]
-    pos = Position(done, int(p["step"]), int(p["batch"]), p["perm"], float(p["total"]))
-    truncate_metrics(run_dir / "metrics.jsonl", done)
-    return _fit(run, data, optimizer, gen, pos, progress=progress, figures=figures, after_step=after_step)
+        for name, value in changes.items():
+            if value is not None:
+                setattr(config, name, value)
+        # A stored run never reaches out by itself: only a download asked for now.
+        config.download = bool(download)
+        config.out, config.overwrite = str(run_dir), False
+        config.validate()
+        record_plugins(config)
+        done = int(payload["epoch"])
+        if config.epochs < done:
+            raise ConfigError(f"{run_dir} has already trained {done} epochs; ask for --epochs {done} or more")
+        dev = resolve_device(config.device)
+        data = (
+            dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
+        )
+        if data.data_dim != int(payload["data_dim"]):
+            raise DataError(
+                f"the data have {data.data_dim} columns but the run in {run_dir} was trained on "
+                f"{payload['data_dim']}; resume it with the data set it was trained on"
+            )
+        check_data(data, config)
+        write_text(run_dir / "config.json", config.to_json() + "\n")
+        run = load_into_run(payload, config, run_dir)
+        run.model.to(dev)
+        run.guide.to(dev)
+        optimizer = _optimizer(run)
+        optimizer.load_state_dict(payload["optimizer"])
+        for group in optimizer.param_groups:  # the learning rate is the configuration's (--lr on resume)
+            group["lr"] = config.lr
+        gen = torch.Generator(device=dev)
+        restore_rng(payload["rng"], gen)
+        p = payload["position"]
+        perm = None if p["perm"] is None else p["perm"].to(dev)
+        pos = Position(done, int(p["step"]), int(p["batch"]), perm, float(p["total"]))
+        history = restore_metrics(run_dir, payload)
+        return _fit(
+            run,
+            data,
+            optimizer,
+            gen,
+            pos,
+            history,
+            progress=progress,
+            figures=figures,
+            after_step=after_step,
+            num_data=int(payload.get("num_data", -1)),
+        )
+    finally:
+        lock.release()
 
 
 def _optimizer(run: Run) -> torch.optim.Optimizer:
@@ -181,13 +238,24 @@ def _fit(
     optimizer: torch.optim.Optimizer,
     gen: torch.Generator,
     pos: Position,
+    history: list[dict[str, Any]],
     *,
     progress: bool,
     figures: bool,
     after_step: Callable[[int], None] | None = None,
+    num_data: int = -1,
 ) -> Run:
-    """The loop shared by :func:`train` and :func:`resume`."""
-    return _Fit(run, data, optimizer, gen, pos, after_step).run_epochs(progress=progress, figures=figures)
+    """The loop shared by :func:`train` and :func:`resume` (``history``: the metrics so far)."""
+    fit = _Fit(run, data, optimizer, gen, pos, after_step, history)
+    if (num_data >= 0 and num_data != fit.objective.num_data) or (
+        pos.perm is not None and len(pos.perm) != fit.objective.num_data
+    ):
+        raise DataError(
+            f"the run in {run.run_dir} was trained on {num_data if num_data >= 0 else len(pos.perm or [])} "
+            f"training points, these data have {fit.objective.num_data}; resume it with the data it was "
+            "trained on"
+        )
+    return fit.run_epochs(progress=progress, figures=figures)
 
 
 class _Fit:
@@ -201,10 +269,13 @@ class _Fit:
         gen: torch.Generator,
         pos: Position,
         after_step: Callable[[int], None] | None,
+        history: list[dict[str, Any]],
     ) -> None:
         assert run.run_dir is not None
         self.run, self.data, self.optimizer, self.gen, self.pos = run, data, optimizer, gen, pos
-        self.after_step = after_step
+        self.after_step, self.history = after_step, history
+        self.run_id = run_id(run.run_dir)
+        self.last_checkpoint = time.monotonic()
         self.config = run.config
         self.device = next(run.model.parameters()).device
         self.objective = RunObjective(run, data, self.device)
@@ -229,8 +300,22 @@ class _Fit:
             self.data.data_dim,
             self.pos,
             self.gen,
+            run_id=self.run_id,
+            metrics=self.history,
+            num_data=self.objective.num_data,
         )
-        save_checkpoint(self.ckpt, payload)
+        try:
+            save_checkpoint(self.ckpt, payload)
+        except OSError as e:
+            raise RunFolderError(
+                f"cannot write {self.ckpt} ({e.strerror or e}); {_kept(self.ckpt)}; free space (or fix "
+                f"the permissions) and continue with: mixvae train --resume {self.run.run_dir}"
+            ) from None
+        self.last_checkpoint = time.monotonic()
+
+    def checkpoint_due(self) -> bool:
+        """Whether ``--checkpoint-minutes`` have passed since the last checkpoint."""
+        return time.monotonic() - self.last_checkpoint >= 60 * self.config.checkpoint_minutes
 
     def run_epochs(self, *, progress: bool, figures: bool) -> Run:
         config, pos, run = self.config, self.pos, self.run
@@ -251,8 +336,10 @@ class _Fit:
                 while pos.epoch < config.epochs:
                     if not self.epoch(stop):
                         return run
-                self.bar.close()
-                self.finish(start, figures)
+            self.bar.close()
+            # Ctrl-C from here on is a KeyboardInterrupt: the last checkpoint is written and
+            # every file below is written atomically, so nothing is left half-written.
+            self.finish(start, figures)
         finally:
             self.bar.close()
             torch.set_flush_denormal(False)
@@ -274,6 +361,9 @@ class _Fit:
                 self.checkpoint()
                 self.run.epoch, self.run.interrupted = pos.epoch, stop.signal
                 return False
+            if self.checkpoint_due() and pos.batch < self.steps_per_epoch:  # a long epoch
+                self._check(xb)
+                self.checkpoint()
         train_seconds = time.perf_counter() - t0  # the optimisation steps alone
         self._check(xb)
         pos.epoch, pos.batch = pos.epoch + 1, 0
@@ -281,7 +371,13 @@ class _Fit:
         self.record_epoch(t0, train_seconds)
         # A signal that arrived during the epoch-end evaluation also gets a
         # checkpoint, so that no finished epoch is lost.
-        if pos.epoch % self.config.checkpoint_every == 0 or pos.epoch == self.config.epochs or stop.signal:
+        if (
+            pos.epoch == 1
+            or pos.epoch % self.config.checkpoint_every == 0
+            or pos.epoch == self.config.epochs
+            or self.checkpoint_due()
+            or stop.signal
+        ):
             self.checkpoint()
         if stop.signal:
             self.run.interrupted = stop.signal
@@ -347,8 +443,15 @@ class _Fit:
             "seconds": time.perf_counter() - t0,
         }
         assert run.run_dir is not None
-        with open(run.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        path = run.run_dir / "metrics.jsonl"
+        try:
+            append_line(path, json.dumps(record))
+        except OSError as e:
+            raise RunFolderError(
+                f"cannot append to {path} ({e.strerror or e}); {_kept(self.ckpt)}; free space and "
+                f"continue with: mixvae train --resume {run.run_dir}"
+            ) from None
+        self.history.append(record)
 
     def finish(self, start: float, figures: bool) -> None:
         """The end of training: the post-hoc GMM, ``summary.json`` and the figures."""
@@ -359,6 +462,6 @@ class _Fit:
         with run.model.prior.as_trained():  # the summary and figures of the prior as trained
             run.summary = summarize(run, data, seconds=time.perf_counter() - start)
             run.summary["objective"] = self.objective.loss.describe()
-            (run.run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
+            write_json(run.run_dir / "summary.json", run.summary)
             if figures:
-                write_figures(run, data, read_metrics(run.run_dir))
+                write_figures(run, data, self.history)

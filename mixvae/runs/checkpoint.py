@@ -7,12 +7,12 @@ continues bit for bit.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
-import os
 import pickle
 import random
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,29 +24,24 @@ import torch
 from mixvae import __version__
 from mixvae.config import FORMAT_VERSION
 from mixvae.errors import CheckpointError
+from mixvae.runs.files import digest, write_bytes
 
 if TYPE_CHECKING:
     from mixvae.config import TrainConfig
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically (temporary file + ``os.replace``).
+    """Write ``payload`` and its SHA-256 digest to ``path`` atomically (see :mod:`mixvae.runs.files`).
 
     A crash half-way leaves the previous checkpoint intact.  ``payload`` must
     hold only tensors, numbers, strings and containers of them, so that
-    :func:`load_checkpoint` can read it with ``weights_only=True``.
+    :func:`load_checkpoint` can read it with ``weights_only=True``; the digest
+    (of every tensor's bytes and every value) lets it refuse a damaged file.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    payload = {k: v for k, v in payload.items() if k != "digest"}
+    buffer = io.BytesIO()
+    torch.save({**payload, "digest": digest(payload)}, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -73,6 +68,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not a readable checkpoint ({e}); it may be truncated") from None
     if not isinstance(payload, dict) or "config" not in payload:
         raise CheckpointError(f"{path} is not a mixvae checkpoint (no config inside)")
+    stored = payload.pop("digest", None)
+    if stored is None and payload.get("format_version", 1) >= 2:
+        raise CheckpointError(f"{path} has no checksum, which every checkpoint of its format carries")
+    if stored is not None and stored != digest(payload):
+        raise CheckpointError(
+            f"{path} fails its checksum: it was changed or damaged after it was written; restore a "
+            "copy of the run folder or train the run again"
+        )
     return payload
 
 
@@ -94,16 +97,31 @@ def checkpoint_payload(
     data_dim: int,
     pos: Position,
     gen: torch.Generator,
+    *,
+    run_id: str | None = None,
+    metrics: list[dict[str, Any]] | None = None,
+    num_data: int | None = None,
 ) -> dict[str, Any]:
     """The checkpoint of ``modules = (model, guide)``: tensors, numbers and JSON strings only
-    (loadable with weights_only)."""
+    (loadable with weights_only).
+
+    It records the run it belongs to (``run_id``, the folder's manifest) and
+    the metrics history of its epochs (one JSON line per epoch, with their
+    SHA-256), so that ``metrics.jsonl`` and the checkpoint agree by
+    construction: ``--resume`` rewrites the history from it.
+    """
     model, guide = modules
+    history = "".join(json.dumps(m) + "\n" for m in (metrics or []))
     return {
         "format_version": FORMAT_VERSION,
         "mixvae_version": __version__,
+        "run_id": run_id or "",
         "config": config.to_json(),
         "data_dim": data_dim,
+        "num_data": -1 if num_data is None else int(num_data),
         "epoch": pos.epoch,
+        "metrics": history,
+        "metrics_sha256": hashlib.sha256(history.encode()).hexdigest(),
         "position": {
             "step": pos.step,
             "batch": pos.batch,
@@ -139,3 +157,14 @@ def restore_rng(rng: dict[str, Any], gen: torch.Generator) -> None:
     np_state = json.loads(rng["numpy"])
     np_state["state"] = {k: np.uint64(v) if isinstance(v, int) else v for k, v in np_state["state"].items()}
     np.random.set_state(np_state)
+
+
+def describe_kept(path: str | Path) -> str:
+    """What a failure message says about the checkpoint at ``path``: kept (after which epoch), or none yet."""
+    path = Path(path)
+    if not path.is_file():
+        return "no checkpoint was written yet"
+    try:
+        return f"the last good checkpoint ({path}, after epoch {int(load_checkpoint(path)['epoch'])}) is kept"
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return f"{path} is left as it was"

@@ -8,24 +8,31 @@ the model and guide from the checkpoint alone.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mixvae import __version__
 from mixvae.build import build
-from mixvae.config import FORMAT_VERSION, TrainConfig
-from mixvae.errors import CheckpointError, ConfigError
+from mixvae.config import FORMAT_VERSION, READABLE_FORMATS, TrainConfig, resolve_device
+from mixvae.errors import CheckpointError, ConfigError, RunFolderError
 from mixvae.guides import Guide
 from mixvae.models import VAE
 from mixvae.models.posthoc import PosthocGMM
 from mixvae.plugins import load_recorded_plugins
 from mixvae.runs.checkpoint import load_checkpoint, save_checkpoint
+from mixvae.runs.files import clean_temporaries, read_json, read_jsonl, write_text
+from mixvae.runs.lock import LOCK, RunLock
+from mixvae.runs.manifest import MANIFEST, create_manifest, is_legacy_run, read_manifest, remove_owned
 
-#: the figures ``mixvae evaluate`` writes (removed by --overwrite with the rest)
+#: the figures ``mixvae evaluate`` writes
 EVALUATION_FIGURES = (
     "eval_latent_densities.png",
     "eval_latent_projection.png",
@@ -35,7 +42,7 @@ EVALUATION_FIGURES = (
     "eval_component_samples.png",
 )
 
-#: files a run writes besides config.json and checkpoint.pt (removed by --overwrite)
+#: files a run writes besides config.json and checkpoint.pt (every file is listed in the manifest)
 RUN_ARTIFACTS = (
     "loss_curves.png",
     "reconstructions.png",
@@ -47,6 +54,8 @@ RUN_ARTIFACTS = (
     "evaluation.json",
     "inference_data.nc",
 )
+
+METRICS = "metrics.jsonl"
 
 
 @dataclass
@@ -61,51 +70,134 @@ class Run:
     epoch: int = 0
     #: the signal's name when SIGINT/SIGTERM stopped training early
     interrupted: str | None = None
+    #: the lock a new run holds on its folder until training ends
+    lock: RunLock | None = field(default=None, repr=False, compare=False)
 
 
-def prepare_run_dir(config: TrainConfig) -> Path:
-    """The run folder, created; refuses to overwrite a different run without ``--overwrite``."""
-    if config.out is None:
+def run_folder(out: str | None, config: TrainConfig | None = None) -> Path:
+    """The run folder ``--out`` names (default ``runs/PRIOR-GUIDE-DATASET-TIMESTAMP``); ``''`` is refused."""
+    if out is None:
+        assert config is not None
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        config.out = os.path.join("runs", f"{config.prior}-{config.guide}-{config.dataset}-{stamp}")
-    run_dir = Path(config.out)
-    if (run_dir / "checkpoint.pt").exists() and not config.overwrite:
-        raise ConfigError(
-            f"{run_dir} already holds a run; choose another --out, pass --overwrite to replace it, "
-            f"or continue it with --resume {run_dir}"
-        )
+        out = os.path.join("runs", f"{config.prior}-{config.guide}-{config.dataset}-{stamp}")
+    if not str(out).strip():
+        raise ConfigError("--out '' names no folder; give the run a folder such as --out runs/first")
+    return Path(out)
+
+
+def prepare_run_dir(config: TrainConfig, command: str = "train") -> tuple[Path, RunLock]:
+    """The run folder of a new run, created, locked and marked by a fresh manifest.
+
+    A new or empty folder becomes the run's; a folder holding a run is
+    replaced only with ``--overwrite`` (which removes only the files its
+    manifest lists); a non-empty folder that holds no run is refused.
+
+    :returns: the folder and the lock this process now holds on it (release it when done).
+    """
+    run_dir = run_folder(config.out, config)
+    config.out = str(run_dir)
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        lock = RunLock(run_dir, command).acquire()
+    except RunFolderError:
+        raise
     except OSError as e:
         raise ConfigError(
             f"cannot write to the run folder {run_dir} ({e.strerror}); choose another --out"
         ) from None
-    if config.overwrite:  # nothing of the replaced run may pass for the new one's
-        for name in (*RUN_ARTIFACTS, *EVALUATION_FIGURES, *(p.name for p in run_dir.glob("samples-*.png"))):
-            (run_dir / name).unlink(missing_ok=True)
-    return run_dir
+    try:
+        clean_temporaries(run_dir)
+        _claim(run_dir, config)
+        create_manifest(run_dir)
+    except BaseException:
+        lock.release()
+        if created:
+            with contextlib.suppress(OSError):
+                (run_dir / MANIFEST).unlink(missing_ok=True)
+                run_dir.rmdir()
+        raise
+    return run_dir, lock
+
+
+def _claim(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse a folder that is not ours to write; with ``--overwrite`` clear the old run's files."""
+    contents = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK)
+    if not contents:
+        return
+    if read_manifest(run_dir) is None and not is_legacy_run(run_dir):
+        shown = ", ".join(contents[:3]) + (", ..." if len(contents) > 3 else "")
+        raise ConfigError(
+            f"{run_dir} is not empty ({shown}) and holds no mixvae run (no {MANIFEST}); mixvae writes a "
+            "new run only into a new or empty folder: choose another --out"
+        )
+    if not config.overwrite:
+        if (run_dir / "checkpoint.pt").exists():
+            raise ConfigError(
+                f"{run_dir} already holds a run; choose another --out, pass --overwrite to replace it, "
+                f"or continue it with --resume {run_dir}"
+            )
+        raise ConfigError(
+            f"{run_dir} holds a run that stopped before its first checkpoint; pass --overwrite to start "
+            "it again, or choose another --out"
+        )
+    remove_owned(run_dir)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records of ``RUN/metrics.jsonl`` (empty when there is none)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The per-epoch records of ``RUN/metrics.jsonl`` (empty when there is none).
+
+    A torn last line (a crash while it was appended) is dropped with a
+    warning; see :func:`mixvae.runs.files.read_jsonl`.
+    """
+    return read_jsonl(Path(run_dir) / METRICS)
 
 
-def truncate_metrics(path: Path, epochs: int) -> None:
-    """Drop metric lines written after the checkpoint (e.g. before a divergence)."""
-    if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["epoch"] <= epochs]
-        path.write_text("".join(ln + "\n" for ln in lines))
+def restore_metrics(run_dir: Path, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Make ``metrics.jsonl`` the history of the checkpoint's epochs; returns that history.
+
+    A checkpoint of this format carries its history: the file is rewritten
+    from it (atomically) when it differs (lines of epochs after the
+    checkpoint, a torn or damaged line, a history from elsewhere).  A mixvae
+    0.1 checkpoint carries none: the file's records up to its epoch are kept.
+    """
+    path, done = run_dir / METRICS, int(payload["epoch"])
+    if "metrics" in payload:
+        history = str(payload["metrics"])
+        if hashlib.sha256(history.encode()).hexdigest() != payload.get("metrics_sha256"):
+            raise CheckpointError(f"{run_dir}/checkpoint.pt: its metrics history fails its checksum")
+        current = path.read_bytes() if path.is_file() else b""
+        if current != history.encode():
+            write_text(path, history)
+        return [json.loads(line) for line in history.splitlines() if line.strip()]
+    kept = [m for m in read_jsonl(path) if m["epoch"] <= done]
+    write_text(path, "".join(json.dumps(m) + "\n" for m in kept))
+    return kept
+
+
+def check_belongs(payload: dict[str, Any], run_dir: Path) -> None:
+    """Refuse a checkpoint that is not the one of the folder's run (its manifest's run id)."""
+    manifest = read_manifest(run_dir)
+    ours = payload.get("run_id") or None
+    if manifest is None:
+        if ours is not None:
+            raise CheckpointError(
+                f"{run_dir} holds a checkpoint but no {MANIFEST}, so it is not that checkpoint's run "
+                "folder (was the checkpoint copied out of its folder?); copy the whole run folder"
+            )
+        return
+    if ours is None and manifest.get("adopted"):
+        return  # a mixvae 0.1 run, resumed: its new checkpoints carry the id
+    if ours != manifest["run_id"]:
+        raise CheckpointError(
+            f"{run_dir}/checkpoint.pt belongs to another run ({(ours or 'none')[:12]}, the folder's run "
+            f"is {manifest['run_id'][:12]}); it was copied in: copy whole run folders, never a "
+            "checkpoint alone"
+        )
 
 
 def config_from_payload(payload: dict[str, Any], run_dir: Path) -> TrainConfig:
-    if payload.get("format_version") != FORMAT_VERSION:
+    if payload.get("format_version") not in READABLE_FORMATS:
         raise CheckpointError(
             f"{run_dir} was written with checkpoint format {payload.get('format_version')} "
             f"(mixvae {payload.get('mixvae_version')}); this mixvae {__version__} reads format "
@@ -117,7 +209,9 @@ def config_from_payload(payload: dict[str, Any], run_dir: Path) -> TrainConfig:
         raise CheckpointError(f"{run_dir} holds a configuration this mixvae cannot use ({e})") from None
     load_recorded_plugins(stored, run_dir)  # their parts must be registered before the config is used
     try:
-        return TrainConfig.from_dict(stored)
+        config = TrainConfig.from_dict(stored)
+        config.validate()  # sizes within bounds before any tensor is built
+        return config
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{run_dir} holds a configuration this mixvae cannot use ({e})") from None
 
@@ -132,22 +226,31 @@ def load_into_run(payload: dict[str, Any], config: TrainConfig, run_dir: Path) -
             f"{run_dir}/checkpoint.pt does not fit the configuration stored with it "
             f"({str(e).splitlines()[0]}); was it copied from another run?"
         ) from None
+    for prefix, module in (("model", model), ("guide", guide)):
+        for name, t in module.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise CheckpointError(
+                    f"{run_dir}: the parameter {prefix}.{name} is not finite (the run diverged before "
+                    "the file was written, or it was edited); train the run again"
+                )
     return Run(model, guide, config, run_dir, epoch=int(payload["epoch"]))
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     """Rebuild the model and guide of a run folder from its ``checkpoint.pt``."""
     run_dir = Path(run_dir)
-    payload = load_checkpoint(run_dir / "checkpoint.pt", map_location=device)
+    dev = resolve_device(device)  # before reading: a wrong device is not a damaged checkpoint
+    payload = load_checkpoint(run_dir / "checkpoint.pt")
+    check_belongs(payload, run_dir)
     run = load_into_run(payload, config_from_payload(payload, run_dir), run_dir)
-    run.model.to(device)
-    run.guide.to(device)
+    run.model.to(dev)
+    run.guide.to(dev)
     summary_path = run_dir / "summary.json"
-    run.summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    run.summary = read_json(summary_path, "summary") if summary_path.exists() else None
     if run.model.prior.fits_posthoc_gmm:
         gmm = load_posthoc_gmm(run_dir)
         if gmm is not None:  # fitted at the end of training: the model's p(z) from now on
-            run.model.prior.set_gmm(gmm.to(device))
+            run.model.prior.set_gmm(gmm.to(dev))
     return run
 
 
@@ -178,6 +281,7 @@ def save_model(path: str | Path, model: VAE, guide: Guide, config: TrainConfig |
         "config": config.to_json(),
         "data_dim": model.decoder.data_dim,
         "epoch": 0,
+        "run_id": "",
         "model": model.state_dict(),
         "guide": guide.state_dict(),
     }
@@ -197,12 +301,13 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[VAE, Guide]:
     if path.is_dir():
         run = load_run(path, device)
         return run.model, run.guide
-    payload = load_checkpoint(path, map_location=device)
+    dev = resolve_device(device)
+    payload = load_checkpoint(path)
     run = load_into_run(payload, config_from_payload(payload, path), path)
-    run.model.to(device)
-    run.guide.to(device)
+    run.model.to(dev)
+    run.guide.to(dev)
     if "posthoc_gmm" in payload:
-        run.model.prior.set_gmm(_gmm_from_payload(payload["posthoc_gmm"]).to(device))
+        run.model.prior.set_gmm(_gmm_from_payload(payload["posthoc_gmm"]).to(dev))
     return run.model, run.guide
 
 
