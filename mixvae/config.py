@@ -304,7 +304,7 @@ class TrainConfig:
                 getattr(_DEFAULTS, name) if name in _FIELDS else _options.default_for(name, config._chosen())
             )
             same = tuple(value) == tuple(default) if isinstance(value, list | tuple) else value == default
-            if same or value is None:
+            if (same and name not in changes) or value is None:
                 continue
             flag = "--" + name.replace("_", "-")
             if isinstance(value, bool):

@@ -147,7 +147,10 @@ def test_resume_refuses_changed_settings_and_fewer_epochs(small_digits, tmp_path
     train(_config(tmp_path, epochs=2), dataset=small_digits, progress=False, figures=False)
     assert main(["train", "--resume", str(tmp_path), "--latent-dim", "5"]) == 2
     err = capsys.readouterr().err
-    assert "only --checkpoint-every, --checkpoint-minutes, --clip-grad, --data-dir, --device, --epochs, --lr" in err
+    assert (
+        "only --checkpoint-every, --checkpoint-minutes, --clip-grad, --data-dir, --device, --epochs, --lr"
+        in err
+    )
     assert "(drop --latent-dim" in err
     with pytest.raises(ConfigError, match="already trained 2 epochs"):
         resume(tmp_path, epochs=1, dataset=small_digits)

@@ -59,8 +59,7 @@ def read_idx(path: str | Path, expect: str | None = None) -> np.ndarray:
             raw = f.read(body + 1)  # one byte more than promised shows trailing data
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(
-            f"{path} is not a readable {'gzip ' if gz else ''}IDX file ({e}); "
-            "delete it and download it again"
+            f"{path} is not a readable {'gzip ' if gz else ''}IDX file ({e}); delete it and download it again"
         ) from None
     if len(raw) != body:
         raise DataError(

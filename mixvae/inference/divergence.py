@@ -52,7 +52,7 @@ def _report(model: VAE, guide: Guide, x: torch.Tensor, num_data: int) -> str:
 
 def advice(run: Run, ckpt: Path) -> str:
     """The commands that continue (or restart) a diverged run: they work as printed."""
-    lower = f"{run.config.lr / 10:g}"
+    lower = f"{min(run.config.lr / 10, 1e-3):g}"  # a tenth, and never above Adam's usual 1e-3
     if ckpt.is_file():
         return (
             f"continue from it with a lower learning rate or gradient clipping: mixvae train --resume "

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from mixvae.inference.divergence import all_finite, check_params, diverged
 from mixvae.inference.objectives import evaluate_elbo
 from mixvae.inference.optim import adam
 from mixvae.inference.setup import check_data, start_run
+from mixvae.inference.signals import StopRequest
 from mixvae.inference.step import RunObjective, warmup_beta
 from mixvae.plugins import record_plugins
 from mixvae.runs.checkpoint import Position, checkpoint_payload, load_checkpoint, restore_rng, save_checkpoint
@@ -41,27 +40,6 @@ from mixvae.runs.folder import (
 )
 from mixvae.runs.lock import RunLock
 from mixvae.runs.manifest import adopt_legacy, is_legacy_run, run_id
-
-
-class _StopRequest:
-    """SIGINT / SIGTERM handler: ask the loop to stop after the current step."""
-
-    def __init__(self) -> None:
-        self.signal: str | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signal = signal.Signals(signum).name
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
 
 
 def train(
@@ -330,7 +308,7 @@ class _Fit:
             mininterval=0.5,
         )
         try:
-            with pyro.get_param_store().scope(), warnings.catch_warnings(), _StopRequest() as stop:
+            with pyro.get_param_store().scope(), warnings.catch_warnings(), StopRequest() as stop:
                 # A non-finite loss raises TrainingDiverged below; Pyro's own warning is noise.
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
                 while pos.epoch < config.epochs:
@@ -345,7 +323,7 @@ class _Fit:
             torch.set_flush_denormal(False)
         return run
 
-    def epoch(self, stop: _StopRequest) -> bool:
+    def epoch(self, stop: StopRequest) -> bool:
         """Finish the current epoch; False when a signal stopped the loop (checkpoint written)."""
         pos, n, bs = self.pos, self.objective.num_data, self.config.batch_size
         t0 = time.perf_counter()
