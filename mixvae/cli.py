@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", metavar="RUN", help="continue the run in folder RUN (same config) up to --epochs in total"
     )
+    train.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read the settings from a .toml, .yaml or .json file (a run's config.json is one); "
+        "flags given on the command line override it",
+    )
     train.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
     train.add_argument(
         "--devices", type=int, default=None, help="train with PyTorch Lightning on N processes / GPUs"
@@ -232,6 +238,10 @@ def _train(args: argparse.Namespace) -> int:
     from mixvae.inference import resume, train
 
     given = {name: getattr(args, name) for name in config_flag_names() if hasattr(args, name)}
+    if getattr(args, "config", None):
+        if getattr(args, "resume", None):
+            raise ConfigError("--config starts a new run; --resume continues the stored one: drop one")
+        given = {**_config_file(args.config), **given}  # the command line wins
     if getattr(args, "resume", None):
         fixed = sorted(set(given) - RESUMABLE)
         if fixed:
@@ -272,6 +282,22 @@ def _train(args: argparse.Namespace) -> int:
         line += f", cluster accuracy {c['acc_hungarian']:.3f}, NMI {c['nmi']:.3f}"
     print(line)
     return 0
+
+
+def _config_file(path: str) -> dict[str, Any]:
+    """The settings of ``--config FILE``, with the plugins it records loaded first."""
+    from mixvae.config_files import read_config_file
+
+    names = config_flag_names()
+    settings, plugins = read_config_file(path, names)
+    for module in plugins:
+        load_plugin(module)
+    if plugins:  # their parts' options are settings too
+        settings, _ = read_config_file(path, config_flag_names())
+    settings.pop("overwrite", None)  # a file never replaces a run: --overwrite on the command line
+    if "hidden" in settings and isinstance(settings["hidden"], str):
+        settings["hidden"] = _hidden(settings["hidden"])
+    return settings
 
 
 def _sample(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ def nonfinite_report(model: VAE, guide: Guide, x: torch.Tensor, num_data: int) -
     """
     try:
         return _report(model, guide, x, num_data)
-    except Exception as e:
+    except Exception as e:  # any failure of the inspection is reported, not raised
         return f"the terms could not be inspected: {type(e).__name__}: {str(e).splitlines()[0][:100]}"
 
 
@@ -68,7 +68,7 @@ def diverged(run: Run, xb: torch.Tensor, n: int, where: str, ckpt: Path, what: s
     try:
         report = nonfinite_report(run.model, run.guide, xb, n)
         kept, fix = describe_kept(ckpt), advice(run, ckpt)
-    except Exception as e:
+    except Exception as e:  # the message must reach the user whatever broke
         report, kept, fix = f"({type(e).__name__})", f"{ckpt} is left as it was", "lower --lr"
     return TrainingDiverged(f"{what} at {where} ({report}); {kept}; {fix}")
 
