@@ -229,6 +229,7 @@ RESUMABLE = {
     "clip_grad",
     "checkpoint_every",
     "checkpoint_minutes",
+    "logger",
 }
 #: exit status after SIGINT / SIGTERM, as a shell reports a process killed by them
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}

@@ -140,6 +140,12 @@ class TrainConfig:
         5.0, "also write checkpoint.pt when this many minutes have passed since the last one (mid-epoch too)"
     )
     eval_batch_size: int = _opt(1000, "minibatch size for held-out evaluation")
+    logger: str = _opt(
+        "none",
+        "experiment tracking through Lightning's loggers, into the run folder: none | csv | tensorboard | "
+        "mlflow | wandb (offline)",
+        choices=("none", "csv", "tensorboard", "mlflow", "wandb"),
+    )
     device: str = _opt("cpu", "torch device: cpu | cuda")
     out: str | None = _opt(None, "run folder (default: runs/PRIOR-GUIDE-DATASET-TIMESTAMP)")
     overwrite: bool = _opt(False, "replace a run already in --out")

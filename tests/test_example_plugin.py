@@ -60,7 +60,20 @@ def installed(tmp_path_factory) -> dict:
     shutil.copytree(run, resumed)
     later = {
         "evaluate": _mixvae(["evaluate", str(run), "--iw-samples", "5", "--no-figures"], site),
-        "sample": _mixvae(["sample", str(run), "--n", "4", "--component", "all"], site),
+        # beside evaluate, which holds the run folder's lock: the samples go elsewhere
+        "sample": _mixvae(
+            [
+                "sample",
+                str(run),
+                "--n",
+                "4",
+                "--component",
+                "all",
+                "--out",
+                str(tmp / "samples-prior-all.png"),
+            ],
+            site,
+        ),
         "resume": _mixvae(["train", "--resume", str(resumed), "--epochs", "2", "--quiet"], site),
     }
     return {
@@ -96,7 +109,7 @@ def test_evaluate_sample_and_resume_work_on_the_plugins_run(installed):
     assert "log p(x)" in installed["evaluate"].stdout
     evaluation = json.loads((installed["run"] / "evaluation.json").read_text())
     assert evaluation["prior"] == "laplace-mixture" and evaluation["log_likelihood"] < 0
-    assert (installed["run"] / "samples-prior-all.png").is_file()
+    assert (installed["run"].parent / "samples-prior-all.png").is_file()
     epochs = [
         json.loads(ln)["epoch"] for ln in (installed["resumed"] / "metrics.jsonl").read_text().splitlines()
     ]

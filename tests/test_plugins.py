@@ -114,7 +114,10 @@ def cli(tmp_path_factory) -> dict[str, Any]:
     shutil.copytree(run, resumed)  # resumed while the original is evaluated
     second = _finish(
         {
-            "sample": _start(["sample", str(run), "--n", "4"], [installed]),
+            # beside evaluate, which holds the run folder's lock: the samples go elsewhere
+            "sample": _start(
+                ["sample", str(run), "--n", "4", "--out", str(tmp / "samples-prior.png")], [installed]
+            ),
             "resume": _start(["train", "--resume", str(resumed), "--epochs", "2"], [installed]),
             # no entry point and no --plugin: only the module the run's config names
             "evaluate": _start(["evaluate", str(run), "--iw-samples", "5", "--no-figures"], [plain]),
@@ -146,7 +149,7 @@ def test_entry_point_run_trains_samples_and_resumes(cli):
     assert config["prior"] == "wide-gmm" and config["guide"] == "gaussian-copy"
     for key in ("sample", "resume"):
         _ok(cli[key])
-    assert (run / "samples-prior.png").is_file()
+    assert (run.parent / "samples-prior.png").is_file()
     resumed = cli["resumed"]
     assert [json.loads(ln)["epoch"] for ln in (resumed / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert json.loads((resumed / "config.json").read_text())["plugins"] == [PLUGIN]

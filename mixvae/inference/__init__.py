@@ -20,7 +20,8 @@ from mixvae.inference.loss import TrainingLoss
 # objectives first: mixvae.evaluation imports them while the training loop imports evaluation
 from mixvae.inference.objectives import LatentScale, evaluate_elbo, make_elbo
 from mixvae.inference.optim import adam
-from mixvae.inference.train import resume, train
+from mixvae.inference.resume import resume
+from mixvae.inference.train import train
 
 #: names kept importable from ``mixvae.inference`` for code written against mixvae 0.1
 _MOVED = {

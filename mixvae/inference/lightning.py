@@ -28,6 +28,7 @@ from mixvae.evaluation.summary import summarize
 from mixvae.inference.optim import adam
 from mixvae.inference.setup import start_run
 from mixvae.inference.step import RunObjective, warmup_beta
+from mixvae.inference.tracking import make_logger
 from mixvae.runs.checkpoint import Position, checkpoint_payload, save_checkpoint
 from mixvae.runs.files import write_json, write_text
 from mixvae.runs.folder import Run
@@ -120,7 +121,7 @@ def train_lightning(
     The model and guide are built from ``config.seed`` in every process, so all
     ranks start from the same parameters; DDP keeps them equal.  The
     checkpoint, ``config.json`` and ``summary.json`` are written by rank 0;
-    Lightning's CSV log goes to ``RUN/lightning_logs``.
+    Lightning's CSV log goes to ``RUN/lightning_logs`` (``config.logger``: that logger instead).
 
     :param strategy: a Lightning strategy name: ``ddp`` (processes launched by
         re-running the command), ``ddp_spawn`` (from Python), ``auto``.
@@ -138,7 +139,7 @@ def train_lightning(
     try:
         assert run.run_dir is not None
         if first:
-            own(run.run_dir, "lightning_logs")  # Lightning's CSV log, a folder of the run
+            own(run.run_dir, "lightning_logs")  # Lightning's own files, a folder of the run
         trainer = lightning.Trainer(
             accelerator=accelerator,
             devices=devices,
@@ -146,7 +147,11 @@ def train_lightning(
             max_epochs=config.epochs,
             max_steps=max_steps,
             default_root_dir=str(run.run_dir),
-            logger=lightning.pytorch.loggers.CSVLogger(str(run.run_dir)),
+            logger=(
+                make_logger(config.logger, run.run_dir, config, register=first)
+                if config.logger != "none"
+                else lightning.pytorch.loggers.CSVLogger(str(run.run_dir))
+            ),
             enable_checkpointing=False,
             enable_progress_bar=progress,
             enable_model_summary=False,

@@ -8,7 +8,6 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pyro
@@ -16,30 +15,25 @@ import torch
 from tqdm.auto import tqdm
 
 from mixvae.config import TrainConfig, resolve_device
-from mixvae.data import Dataset, evaluation_data, load_dataset
-from mixvae.errors import CheckpointError, ConfigError, DataError, RunFolderError
+from mixvae.data import Dataset, evaluation_data
+from mixvae.errors import DataError, RunFolderError
 from mixvae.evaluation.posthoc import ensure_posthoc_gmm
 from mixvae.evaluation.summary import summarize
 from mixvae.figures.training import write_figures
 from mixvae.inference.divergence import all_finite, check_params, diverged
 from mixvae.inference.objectives import evaluate_elbo
 from mixvae.inference.optim import adam
-from mixvae.inference.setup import check_data, start_run
+from mixvae.inference.setup import start_run
 from mixvae.inference.signals import StopRequest
 from mixvae.inference.step import RunObjective, warmup_beta
-from mixvae.plugins import record_plugins
-from mixvae.runs.checkpoint import Position, checkpoint_payload, load_checkpoint, restore_rng, save_checkpoint
+from mixvae.inference.tracking import Tracker, epoch_clustering
+from mixvae.runs.checkpoint import Position, checkpoint_payload, save_checkpoint
 from mixvae.runs.checkpoint import describe_kept as _kept
-from mixvae.runs.files import append_line, clean_temporaries, write_json, write_text
+from mixvae.runs.files import append_line, write_json
 from mixvae.runs.folder import (
     Run,
-    check_belongs,
-    config_from_payload,
-    load_into_run,
-    restore_metrics,
 )
-from mixvae.runs.lock import RunLock
-from mixvae.runs.manifest import adopt_legacy, is_legacy_run, run_id
+from mixvae.runs.manifest import run_id
 
 
 def train(
@@ -102,110 +96,6 @@ def train(
         run.lock.release()
 
 
-def resume(
-    run_dir: str | Path,
-    *,
-    epochs: int | None = None,
-    dataset: Dataset | None = None,
-    device: str | None = None,
-    data_dir: str | None = None,
-    download: bool | None = None,
-    lr: float | None = None,
-    clip_grad: float | None = None,
-    checkpoint_every: int | None = None,
-    checkpoint_minutes: float | None = None,
-    progress: bool = True,
-    figures: bool = True,
-    after_step: Callable[[int], None] | None = None,
-) -> Run:
-    """Continue a run from its ``checkpoint.pt`` up to ``epochs`` epochs in total.
-
-    ``device``, ``data_dir`` and ``download`` may differ from the stored
-    configuration (where the run computes and where its data files are, e.g.
-    after moving them, or for a run trained on a :class:`Dataset` passed in
-    Python, whose configuration names no folder); so may ``lr`` and
-    ``clip_grad`` (to continue a run that diverged from its last good
-    checkpoint) and how often it checkpoints; everything else is the stored
-    run's.  A resumed run downloads nothing unless ``download=True`` is given.
-
-    The configuration, the optimiser state, every random state and the
-    position inside the epoch come from the checkpoint, so an interrupted and
-    resumed run ends with bitwise the same parameters and metrics (on CPU) as
-    one trained straight through (with the same ``lr`` and ``clip_grad``).
-    The checkpoint must be the folder's own (its run id) and pass its
-    checksum; ``metrics.jsonl`` is rewritten from the history it carries.
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / "checkpoint.pt").is_file():
-        raise CheckpointError(f"no checkpoint at {run_dir / 'checkpoint.pt'}; train a run there first")
-    lock = RunLock(run_dir, "train --resume").acquire()
-    try:
-        clean_temporaries(run_dir)
-        payload = load_checkpoint(run_dir / "checkpoint.pt")
-        if is_legacy_run(run_dir):  # a mixvae 0.1 run folder: it gets its manifest now
-            adopt_legacy(run_dir)
-        check_belongs(payload, run_dir)
-        config = config_from_payload(payload, run_dir)
-        changes = dict(
-            epochs=epochs,
-            device=device,
-            data_dir=data_dir,
-            lr=lr,
-            clip_grad=clip_grad,
-            checkpoint_every=checkpoint_every,
-            checkpoint_minutes=checkpoint_minutes,
-        )
-        for name, value in changes.items():
-            if value is not None:
-                setattr(config, name, value)
-        # A stored run never reaches out by itself: only a download asked for now.
-        config.download = bool(download)
-        config.out, config.overwrite = str(run_dir), False
-        config.validate()
-        record_plugins(config)
-        done = int(payload["epoch"])
-        if config.epochs < done:
-            raise ConfigError(f"{run_dir} has already trained {done} epochs; ask for --epochs {done} or more")
-        dev = resolve_device(config.device)
-        data = (
-            dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
-        )
-        if data.data_dim != int(payload["data_dim"]):
-            raise DataError(
-                f"the data have {data.data_dim} columns but the run in {run_dir} was trained on "
-                f"{payload['data_dim']}; resume it with the data set it was trained on"
-            )
-        check_data(data, config)
-        write_text(run_dir / "config.json", config.to_json() + "\n")
-        run = load_into_run(payload, config, run_dir)
-        run.model.to(dev)
-        run.guide.to(dev)
-        optimizer = _optimizer(run)
-        optimizer.load_state_dict(payload["optimizer"])
-        for group in optimizer.param_groups:  # the learning rate is the configuration's (--lr on resume)
-            group["lr"] = config.lr
-        gen = torch.Generator(device=dev)
-        restore_rng(payload["rng"], gen)
-        p = payload["position"]
-        perm = None if p["perm"] is None else p["perm"].to(dev)
-        pos = Position(done, int(p["step"]), int(p["batch"]), perm, float(p["total"]))
-        history = restore_metrics(run_dir, payload)
-        return _fit(
-            run,
-            data,
-            optimizer,
-            gen,
-            pos,
-            history,
-            progress=progress,
-            figures=figures,
-            after_step=after_step,
-            num_data=int(payload.get("num_data", -1)),
-        )
-    finally:
-        lock.release()
-
-
 def _optimizer(run: Run) -> torch.optim.Optimizer:
     return adam([*run.model.parameters(), *run.guide.parameters()], lr=run.config.lr)
 
@@ -253,6 +143,7 @@ class _Fit:
         self.run, self.data, self.optimizer, self.gen, self.pos = run, data, optimizer, gen, pos
         self.after_step, self.history = after_step, history
         self.run_id = run_id(run.run_dir)
+        self.tracker = Tracker(run.config.logger, run.run_dir, run.config)
         self.last_checkpoint = time.monotonic()
         self.config = run.config
         self.device = next(run.model.parameters()).device
@@ -417,9 +308,15 @@ class _Fit:
             "heldout_elbo": evaluate_elbo(
                 run.model, run.guide, self.heldout_x, batch_size=config.eval_batch_size
             ),
+            "lr": self.optimizer.param_groups[0]["lr"],
             "train_seconds": train_seconds,
-            "seconds": time.perf_counter() - t0,
         }
+        scores = epoch_clustering(
+            run.model, run.guide, self.heldout_x, self.data.test_y, config.eval_batch_size
+        )
+        if scores is not None:
+            record["clustering"] = scores
+        record["seconds"] = time.perf_counter() - t0
         assert run.run_dir is not None
         path = run.run_dir / "metrics.jsonl"
         try:
@@ -430,6 +327,7 @@ class _Fit:
                 f"continue with: mixvae train --resume {run.run_dir}"
             ) from None
         self.history.append(record)
+        self.tracker.epoch(record)
 
     def finish(self, start: float, figures: bool) -> None:
         """The end of training: the post-hoc GMM, ``summary.json`` and the figures."""
@@ -443,3 +341,4 @@ class _Fit:
             write_json(run.run_dir / "summary.json", run.summary)
             if figures:
                 write_figures(run, data, self.history)
+        self.tracker.finish(self.config, sorted(run.run_dir.glob("*.png")) if figures else [])
