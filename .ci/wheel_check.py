@@ -29,9 +29,12 @@ with tempfile.TemporaryDirectory() as tmp:
     model, guide = mixvae.load_model(run)
     path = mixvae.save_model(Path(tmp) / "model.pt", model, guide)
     again, _ = mixvae.load_model(path)
-    assert all(a.equal(b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
+    assert all(
+        a.equal(b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+    )
     assert (run / "evaluation.json").is_file() and (run / "samples-prior.png").is_file()
-names = tarfile.open(sys.argv[1]).getnames()
+with tarfile.open(sys.argv[1]) as sdist:
+    names = sdist.getnames()
 for needed in ("pyproject.toml", "README.md", "LICENSE", "_mixvae_entry.py", "mixvae/__main__.py"):
     assert any(n.endswith("/" + needed) for n in names), f"the sdist lacks {needed}"
 print(f"wheel check: mixvae {mixvae.__version__} from {mixvae.__file__} works")

@@ -52,6 +52,7 @@ from mixvae import TrainConfig, load_dataset
 from mixvae.data import Dataset
 from mixvae.evaluation.evaluate import evaluate_run
 from mixvae.evaluation.sample_quality import fit_sample_classifier
+from mixvae.runs import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,7 +183,7 @@ def run_one(
         evaluate_run(run_dir, dataset=data, figures=False, seed=seed, **eval_args)
         summary = json.loads((run_dir / "summary.json").read_text())
         summary["evaluation_seconds"] = time.perf_counter() - t0
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(run_dir / "summary.json", summary)  # atomically, as every file of a run
     result = json.loads(done.read_text())
     result["summary"] = json.loads((run_dir / "summary.json").read_text())
     result["config"] = json.loads((run_dir / "config.json").read_text())
