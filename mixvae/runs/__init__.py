@@ -9,7 +9,6 @@ tolerant reads, checkpoint digests).
 from mixvae.runs.checkpoint import Position, checkpoint_payload, load_checkpoint, save_checkpoint
 from mixvae.runs.files import read_jsonl, write_bytes, write_json, write_text
 from mixvae.runs.folder import (
-    RUN_ARTIFACTS,
     Run,
     load_model,
     load_run,
@@ -18,7 +17,7 @@ from mixvae.runs.folder import (
     save_model,
 )
 from mixvae.runs.lock import RunLock
-from mixvae.runs.manifest import MANIFEST, read_manifest
+from mixvae.runs.manifest import MANIFEST, RUN_ARTIFACTS, read_manifest
 
 __all__ = [
     "MANIFEST",

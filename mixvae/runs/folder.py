@@ -1,9 +1,12 @@
 """The run folder: what a run writes, and how a run is read back.
 
-A run folder holds ``config.json``, ``checkpoint.pt`` (see
-:mod:`mixvae.runs.checkpoint`), ``metrics.jsonl`` (one line per epoch),
-``summary.json``, ``evaluation.json`` and figures.  :func:`load_run` rebuilds
-the model and guide from the checkpoint alone.
+A run folder holds ``mixvae-run.json`` (the manifest: run id and the files
+the run owns, :mod:`mixvae.runs.manifest`), ``config.json``, ``checkpoint.pt``
+(see :mod:`mixvae.runs.checkpoint`), ``metrics.jsonl`` (one line per epoch),
+``summary.json``, ``evaluation.json`` and figures, and ``.lock`` while a
+command writes to it (:mod:`mixvae.runs.lock`).  :func:`load_run` rebuilds
+the model and guide from the checkpoint alone, after checking that the
+checkpoint is the folder's own.
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ from mixvae.plugins import load_recorded_plugins
 from mixvae.runs.checkpoint import load_checkpoint, save_checkpoint
 from mixvae.runs.files import clean_temporaries, read_json, read_jsonl, write_text
 from mixvae.runs.lock import LOCK, RunLock
-from mixvae.runs.manifest import MANIFEST, create_manifest, is_legacy_run, read_manifest, remove_owned
+from mixvae.runs.manifest import (
+    MANIFEST,
+    create_manifest,
+    is_legacy_run,
+    read_manifest,
+    remove_owned,
+)
 
 #: the figures ``mixvae evaluate`` writes
 EVALUATION_FIGURES = (
@@ -40,19 +49,6 @@ EVALUATION_FIGURES = (
     "eval_confusion.png",
     "eval_samples_by_source.png",
     "eval_component_samples.png",
-)
-
-#: files a run writes besides config.json and checkpoint.pt (every file is listed in the manifest)
-RUN_ARTIFACTS = (
-    "loss_curves.png",
-    "reconstructions.png",
-    "prior_samples.png",
-    "latent_scatter.png",
-    "metrics.jsonl",
-    "summary.json",
-    "posthoc_gmm.pt",
-    "evaluation.json",
-    "inference_data.nc",
 )
 
 METRICS = "metrics.jsonl"

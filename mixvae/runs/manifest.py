@@ -26,18 +26,20 @@ from mixvae.errors import RunFolderError
 MANIFEST = "mixvae-run.json"
 #: the manifest's own format (independent of the checkpoint format)
 MANIFEST_VERSION = 1
-#: what a run folder of mixvae 0.1 (before manifests) owns: its files and figures
-LEGACY_FILES = (
-    "config.json",
-    "checkpoint.pt",
+#: files a run writes besides config.json and checkpoint.pt (and its evaluation figures)
+RUN_ARTIFACTS = (
+    "loss_curves.png",
+    "reconstructions.png",
+    "prior_samples.png",
+    "latent_scatter.png",
     "metrics.jsonl",
     "summary.json",
-    "init_from.json",
     "posthoc_gmm.pt",
     "evaluation.json",
     "inference_data.nc",
-    "lightning_logs",
 )
+#: what a run folder of mixvae 0.1 (before manifests) owns, besides its PNG figures
+LEGACY_FILES = ("config.json", "checkpoint.pt", "init_from.json", "lightning_logs", *RUN_ARTIFACTS)
 #: names inside a run folder that are never listed (the lock, temporary files)
 UNLISTED_PREFIX = "."
 
