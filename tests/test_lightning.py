@@ -160,6 +160,15 @@ def test_cli_devices_two_processes(tmp_path):
     assert summary["devices"] == 2 and summary["epochs"] == 2
     assert load_run(out).epoch == 2
     assert list((out / "lightning_logs").glob("*/metrics.csv"))
+    # --logger under --devices: the same logger, with the plain loop's numbers per epoch
+    tracked = tmp_path / "tracked"
+    proc = subprocess.run(
+        [*cmd[:-1], str(tracked), "--logger", "csv"], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (log,) = (tracked / "logs").glob("version_*/metrics.csv")
+    header = log.read_text().splitlines()[0].split(",")
+    assert {"train_loss", "heldout_elbo", "beta", "lr", "clustering/acc_hungarian"} <= set(header)
     proc = subprocess.run(
         [sys.executable, "-m", "mixvae.cli", "train", "--devices", "2", "--quiet"],
         capture_output=True,

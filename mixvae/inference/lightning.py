@@ -22,13 +22,14 @@ import torch
 
 from mixvae.build import build
 from mixvae.config import TrainConfig
-from mixvae.data import Dataset
+from mixvae.data import Dataset, evaluation_data
 from mixvae.errors import ConfigError
 from mixvae.evaluation.summary import summarize
+from mixvae.inference.objectives import evaluate_elbo
 from mixvae.inference.optim import adam
 from mixvae.inference.setup import start_run
 from mixvae.inference.step import RunObjective, warmup_beta
-from mixvae.inference.tracking import make_logger
+from mixvae.inference.tracking import epoch_clustering, make_logger
 from mixvae.runs.checkpoint import Position, checkpoint_payload, save_checkpoint
 from mixvae.runs.files import write_json, write_text
 from mixvae.runs.folder import Run
@@ -72,6 +73,8 @@ class SVIModule(_Base):
         self.objective = RunObjective(run, data, torch.device("cpu"))
         self.num_data = self.objective.num_data
         self.gen: torch.Generator | None = None
+        self.heldout_x = data.test_x
+        self.heldout_y = data.test_y
 
     def _generator(self) -> torch.Generator:
         # Each rank binarises and draws labelled points from its own seeded stream.
@@ -100,6 +103,23 @@ class SVIModule(_Base):
             loss = self.objective(x, beta, self._generator())
         self.log("train_loss", loss.detach() / self.num_data, on_epoch=True, on_step=False, sync_dist=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """The epoch's numbers beside the train loss, from rank 0 (every rank holds the same
+        parameters): held-out ELBO, beta, learning rate and, with labels, the clustering scores."""
+        if not self.trainer.is_global_zero or self.trainer.logger is None:
+            return
+        c = self.config
+        x = evaluation_data(self.heldout_x.to(self.device), c.binarize)
+        steps_per_epoch = math.ceil(self.num_data / (c.batch_size * self.trainer.world_size))
+        numbers = {
+            "heldout_elbo": evaluate_elbo(self.model, self.guide, x, batch_size=c.eval_batch_size),
+            "beta": warmup_beta(self.global_step, steps_per_epoch, c.warmup_epochs),
+            "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+        }
+        scores = epoch_clustering(self.model, self.guide, x, self.heldout_y, c.eval_batch_size)
+        numbers.update({f"clustering/{k}": v for k, v in (scores or {}).items()})
+        self.trainer.logger.log_metrics(numbers, step=self.current_epoch + 1)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return adam(self.parameters(), lr=self.config.lr)
