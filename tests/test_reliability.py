@@ -148,7 +148,7 @@ def test_resume_refuses_changed_settings_and_fewer_epochs(small_digits, tmp_path
     assert main(["train", "--resume", str(tmp_path), "--latent-dim", "5"]) == 2
     err = capsys.readouterr().err
     assert (
-        "only --checkpoint-every, --checkpoint-minutes, --clip-grad, --data-dir, --device, --epochs, --lr"
+        "only --checkpoint-every, --checkpoint-minutes, --clip-grad, --data-dir, --device, --epochs, --logger, --lr"
         in err
     )
     assert "(drop --latent-dim" in err

@@ -118,7 +118,8 @@ class Tracker:
                 import numpy as np
                 from PIL import Image
 
-                image = np.asarray(Image.open(path).convert("RGB"))
+                with Image.open(path) as png:
+                    image = np.asarray(png.convert("RGB"))
                 self.logger.experiment.add_image(path.stem, image, dataformats="HWC")
             elif self.kind == "mlflow":
                 self.logger.experiment.log_artifact(self.logger.run_id, str(path))
