@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import sys
 import typing
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mixvae import options as _options
 from mixvae.config import TrainConfig
-from mixvae.errors import ConfigError, MixvaeError, PluginError
+from mixvae.errors import ConfigError, MixvaeError, PluginError, os_error_message
 from mixvae.plugins import ENV_VAR, load_env_plugins, load_plugin, plugin_module, record_plugins
 
 if TYPE_CHECKING:
@@ -286,17 +285,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _config_file(path: str) -> dict[str, Any]:
-    """The settings of ``--config FILE``, with the plugins it records loaded first."""
-    from mixvae.config_files import read_config_file
+    """The settings of ``--config FILE``: the plugins it records are loaded first (their
+    parts' options are settings too), then every key is checked."""
+    from mixvae.config_files import check_keys, load_config_file
 
-    names = config_flag_names()
-    settings, plugins = read_config_file(path, names)
+    settings, plugins = load_config_file(path)
     for module in plugins:
         load_plugin(module)
-    if plugins:  # their parts' options are settings too
-        settings, _ = read_config_file(path, config_flag_names())
+    check_keys(path, settings, config_flag_names())
     settings.pop("overwrite", None)  # a file never replaces a run: --overwrite on the command line
-    if "hidden" in settings and isinstance(settings["hidden"], str):
+    if isinstance(settings.get("hidden"), str):
         settings["hidden"] = _hidden(settings["hidden"])
     return settings
 
@@ -390,20 +388,6 @@ def _check_seed(seed: int) -> None:
         raise ConfigError(f"--seed must be an integer in 0..{MAX_SEED}, got {seed}")
 
 
-def _os_error(e: OSError) -> str:
-    """One line for an operating-system error a user can fix: what failed, where, and the fix."""
-    where = f" ({e.filename})" if e.filename else ""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "free space (or choose another --out) and run again; a run continues with --resume RUN"
-    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        fix = "make the path writable or choose another folder"
-    elif e.errno in (errno.ENOENT, errno.ENOTDIR):
-        fix = "check the path"
-    else:
-        fix = "check the path and the disk"
-    return f"{e.strerror or e}{where}; {fix}"
-
-
 def _image_shape(dataset: str, data_dim: int) -> tuple[int, int]:
     side = int(round(data_dim**0.5))
     if side * side != data_dim:
@@ -439,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mixvae: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a permission, a missing path: the user's to fix
-        print(f"mixvae: error: {_os_error(e)}", file=sys.stderr)
+        print(f"mixvae: error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mixvae: interrupted{_resume_hint(args)}", file=sys.stderr)

@@ -43,11 +43,10 @@ def _parse(path: Path, text: str) -> Any:
         raise ConfigError(f"{path} is not valid {kind} ({first}); fix the file") from None
 
 
-def read_config_file(path: str | Path, valid: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """The settings in ``path`` and the plugin modules it records.
+def load_config_file(path: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """The mapping in ``path`` and the plugin modules it records (not yet checked against the settings).
 
-    :param valid: the setting names a file may hold (``mixvae train``'s flags).
-    :raises ConfigError: for a missing or unreadable file, another format, or an unknown key.
+    :raises ConfigError: for a missing or unreadable file, another format, or no mapping.
     """
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
@@ -64,14 +63,17 @@ def read_config_file(path: str | Path, valid: list[str]) -> tuple[dict[str, Any]
             f"{path} must hold one mapping of settings (name = value), got {type(data).__name__}"
         )
     plugins = data.pop("plugins", None) or []
-    if isinstance(plugins, str):
-        plugins = [plugins]
-    for key in data:
-        key_name = str(key)
-        if key_name not in valid:
-            close = difflib.get_close_matches(key_name.replace("-", "_"), valid, n=1)
+    return {str(k): v for k, v in data.items()}, [
+        str(p) for p in ([plugins] if isinstance(plugins, str) else plugins)
+    ]
+
+
+def check_keys(path: str | Path, settings: dict[str, Any], valid: list[str]) -> None:
+    """Refuse a key that names no setting, with the closest valid name and the valid ones."""
+    for key in settings:
+        if key not in valid:
+            close = difflib.get_close_matches(key.replace("-", "_"), valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
-                f"{path}: unknown setting {key_name!r}{hint}; the valid ones: {', '.join(sorted(valid))}"
+                f"{path}: unknown setting {key!r}{hint}; the valid ones: {', '.join(sorted(valid))}"
             )
-    return dict(data), [str(p) for p in plugins]

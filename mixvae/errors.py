@@ -62,3 +62,19 @@ class TrainingDiverged(MixvaeError, RuntimeError):
 
 class ObjectiveMismatch(MixvaeError, RuntimeError):
     """The direct ELBO and Pyro's ELBO differ: a part's Pyro program is not what it declares."""
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an operating-system error a user can fix: what failed, where, and the fix."""
+    import errno
+
+    where = f" ({e.filename})" if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free space (or choose another --out) and run again; a run continues with --resume RUN"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the path writable or choose another folder"
+    elif e.errno in (errno.ENOENT, errno.ENOTDIR):
+        fix = "check the path"
+    else:
+        fix = "check the path and the disk"
+    return f"{e.strerror or e}{where}; {fix}"

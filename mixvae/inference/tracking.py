@@ -51,9 +51,12 @@ def make_logger(kind: str, run_dir: Path, config: TrainConfig, *, register: bool
     if folder is None:
         return None
     _need(package, kind)
-    from mixvae.inference.lightning import import_lightning
-
-    loggers = import_lightning().pytorch.loggers
+    try:
+        import lightning.pytorch.loggers as loggers
+    except ImportError:
+        raise ConfigError(
+            f"--logger {kind} writes through Lightning's loggers; install them with: pip install 'mixvae[lightning]'"
+        ) from None
     if register:
         own(run_dir, folder)  # --overwrite removes the logs with the run
     name = f"{config.prior}-{config.guide}"
