@@ -71,3 +71,4 @@ def test_mlflow_metrics_params_and_artifacts(small_digits, tmp_path):
 def test_a_logger_whose_package_is_missing_is_one_line(tmp_path, capsys):
     assert main(["train", "--logger", "wandb", "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"]) == 2
     assert "--logger wandb needs the wandb package: pip install wandb" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before the run folder is made

@@ -14,6 +14,7 @@ from mixvae.config import TrainConfig
 from mixvae.data import DATASETS, Dataset, evaluation_data, load_dataset
 from mixvae.errors import ConfigError, DataError
 from mixvae.guides import Guide
+from mixvae.inference.tracking import check_logger
 from mixvae.inference.warmstart import warm_start
 from mixvae.models import LIKELIHOODS, VAE
 from mixvae.plugins import record_plugins
@@ -73,6 +74,7 @@ def start_run(
         DATASETS[config.dataset]  # unknown names fail before any loading
     data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
     check_data(data, config)
+    check_logger(config.logger)  # a missing package is refused before the folder is written
     if claim:
         run_dir, lock = prepare_run_dir(config, "train")
     else:  # a worker process of a multi-process run: rank 0 holds the folder

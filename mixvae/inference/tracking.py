@@ -30,6 +30,13 @@ LOGGERS = {
 }
 
 
+def check_logger(kind: str) -> None:
+    """Refuse ``--logger kind`` before a run starts when its package is not installed."""
+    if kind not in LOGGERS:
+        raise ConfigError(f"--logger must be one of {', '.join(LOGGERS)}, got {kind!r}")
+    _need(LOGGERS[kind][1], kind)
+
+
 def _need(package: str | None, kind: str) -> None:
     if package is None:
         return

@@ -30,9 +30,7 @@ from mixvae.inference.tracking import Tracker, epoch_clustering
 from mixvae.runs.checkpoint import Position, checkpoint_payload, save_checkpoint
 from mixvae.runs.checkpoint import describe_kept as _kept
 from mixvae.runs.files import append_line, write_json
-from mixvae.runs.folder import (
-    Run,
-)
+from mixvae.runs.folder import Run
 from mixvae.runs.manifest import run_id
 
 
@@ -199,16 +197,17 @@ class _Fit:
             mininterval=0.5,
         )
         try:
-            with pyro.get_param_store().scope(), warnings.catch_warnings(), StopRequest() as stop:
+            with pyro.get_param_store().scope(), warnings.catch_warnings():
                 # A non-finite loss raises TrainingDiverged below; Pyro's own warning is noise.
                 warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
-                while pos.epoch < config.epochs:
-                    if not self.epoch(stop):
-                        return run
-            self.bar.close()
-            # Ctrl-C from here on is a KeyboardInterrupt: the last checkpoint is written and
-            # every file below is written atomically, so nothing is left half-written.
-            self.finish(start, figures)
+                with StopRequest() as stop:
+                    while pos.epoch < config.epochs:
+                        if not self.epoch(stop):
+                            return run
+                self.bar.close()
+                # Ctrl-C from here on is a KeyboardInterrupt: the last checkpoint is written and
+                # every file below is written atomically, so nothing is left half-written.
+                self.finish(start, figures)
         finally:
             self.bar.close()
             torch.set_flush_denormal(False)
