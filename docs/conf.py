@@ -36,5 +36,9 @@ nb_execution_raise_on_error = True
 html_theme = "alabaster"
 myst_heading_anchors = 3
 
+# The tutorials look for MNIST relative to notebooks/; executed from their copies in
+# _generated/tutorials they are told where it is (the kernel inherits this environment).
+os.environ.setdefault("MIXVAE_MNIST_DIR", str(ROOT.parent / "shared" / "data" / "mnist"))
+
 shutil.rmtree(HERE / "_generated", ignore_errors=True)
 generate(HERE / "_generated")
