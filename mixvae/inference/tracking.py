@@ -52,12 +52,10 @@ def make_logger(kind: str, run_dir: Path, config: TrainConfig, *, register: bool
 
     :param register: list its folder in the run's manifest (the process that holds the folder).
     """
-    if kind not in LOGGERS:
-        raise ConfigError(f"--logger must be one of {', '.join(LOGGERS)}, got {kind!r}")
-    folder, package = LOGGERS[kind]
+    check_logger(kind)
+    folder = LOGGERS[kind][0]
     if folder is None:
         return None
-    _need(package, kind)
     try:
         import lightning.pytorch.loggers as loggers
     except ImportError:

@@ -130,10 +130,12 @@ def is_legacy_run(run_dir: str | Path) -> bool:
 
 def adopt_legacy(run_dir: str | Path) -> str:
     """Give a mixvae 0.1 run folder a manifest listing the run files it holds; returns the new id."""
-    run_dir = Path(run_dir)
-    present = [n for n in LEGACY_FILES if (run_dir / n).exists()]
-    present += [p.name for p in run_dir.glob("*.png")]
-    return create_manifest(run_dir, present, adopted=True)
+    return create_manifest(run_dir, _legacy_files(Path(run_dir)), adopted=True)
+
+
+def _legacy_files(run_dir: Path) -> list[str]:
+    """The files a mixvae 0.1 run folder holds of its run: the known names and its PNG figures."""
+    return [n for n in LEGACY_FILES if (run_dir / n).exists()] + [p.name for p in run_dir.glob("*.png")]
 
 
 def remove_owned(run_dir: str | Path) -> list[str]:
@@ -142,7 +144,7 @@ def remove_owned(run_dir: str | Path) -> list[str]:
     manifest = read_manifest(run_dir)
     names = list(manifest["files"]) if manifest is not None else []
     if manifest is None and is_legacy_run(run_dir):
-        names = [n for n in LEGACY_FILES if (run_dir / n).exists()] + [p.name for p in run_dir.glob("*.png")]
+        names = _legacy_files(run_dir)
     removed = []
     for name in names:
         if "/" in name or name in ("", ".", ".."):
