@@ -85,7 +85,7 @@ def _parts(out: Path) -> list[str]:
     pages = []
     for kind, registry in (("prior", PRIORS), ("guide", GUIDES), ("likelihood", LIKELIHOODS)):
         for name, cls in registry.items():
-            lines = [f"# {kind} `{name}`", "", f"**Generative story:** {cls.story}", ""]
+            lines = [f"# {kind} `{name}`", "", f"**Generative story:** `{cls.story}`", ""]
             if kind == "prior":
                 lines += [
                     f"Pairs with the guides: {', '.join(f'`{g}`' for g in compatible_guides(name))}.",
