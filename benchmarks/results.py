@@ -412,6 +412,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "default 100, 2 with --smoke)",
     )
     parser.add_argument("--hidden", default="512,512", help="hidden layers of encoders and decoders")
+    parser.add_argument(
+        "--network", default="mlp", help="network of every run: mlp (the tables as measured) | conv | auto"
+    )
     parser.add_argument("--warmup-epochs", type=float, default=0.0, help="KL warm-up of every run")
     parser.add_argument("--iw-samples", type=int, default=5000, help="S of the likelihood table")
     parser.add_argument(
@@ -476,7 +479,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     hidden = tuple(int(h) for h in args.hidden.split(",") if h)
     shared = dict(
-        dataset=data.name, hidden=hidden, warmup_epochs=args.warmup_epochs, binarize="dynamic", download=False
+        dataset=data.name,
+        network=args.network,
+        hidden=hidden,
+        warmup_epochs=args.warmup_epochs,
+        binarize="dynamic",
+        download=False,
     )
     common = {
         "clustering": TrainConfig(**shared, latent_dim=10, components=10, epochs=args.epochs),

@@ -85,10 +85,9 @@ class Reference(nn.Module):
             self.prior.locs_unconstrained = nn.Parameter(torch.zeros(k, d))
             self.prior.scales_unconstrained = nn.Parameter(torch.zeros(k, d))
         self.guide = nn.Module()
-        if guide == "gaussian":
-            self.guide.net = plain_mlp([p, *hidden, 2 * d])
-        elif guide == "mixture":
-            self.guide.net = plain_mlp([p, *hidden, k * (2 * d + 1)])
+        if guide in ("gaussian", "mixture"):  # mixvae's guides: an MLP body and their own head
+            self.guide.body = plain_mlp([p, *hidden], final_activation=True)
+            self.guide.head = nn.Linear(hidden[-1], 2 * d if guide == "gaussian" else k * (2 * d + 1))
         else:
             self.guide.body = plain_mlp([p, *hidden], final_activation=True)
             self.guide.y_head = nn.Linear(hidden[-1], k)
@@ -121,7 +120,7 @@ class Reference(nn.Module):
         """Negative ELBO of the minibatch, scaled to the data set size like the Pyro plate."""
         g = self.guide
         if self.guide_name == "gaussian":
-            loc, raw = g.net(x).chunk(2, -1)
+            loc, raw = g.head(g.body(x)).chunk(2, -1)
             scale = positive(raw)
             z = loc + scale * torch.randn_like(loc)
             if self.prior_name == "standard":  # analytic KL
@@ -130,7 +129,7 @@ class Reference(nn.Module):
                 kl = torch.distributions.Normal(loc, scale).log_prob(z).sum(-1) - self.log_prior(z)
             per_point = self.bce(x, z) + kl
         elif self.guide_name == "mixture":
-            out = g.net(x).unflatten(-1, (self.k, 2 * self.d + 1))
+            out = g.head(g.body(x)).unflatten(-1, (self.k, 2 * self.d + 1))
             locs, scales, logits = out[..., : self.d], positive(out[..., self.d : 2 * self.d]), out[..., -1]
             q = dist.MixtureOfDiagNormals(locs, scales, logits)
             # drawn in float64 and rounded back, as mixvae's mixture guide draws (Pyro's
@@ -285,7 +284,7 @@ def eval_throughput(data: Dataset, n_points: int, samples: int, workdir: Path, h
     with torch.no_grad():
         out = []
         for xb in x.split(100):
-            loc, raw = ref.guide.net(xb).chunk(2, -1)
+            loc, raw = ref.guide.head(ref.guide.body(xb)).chunk(2, -1)
             q = torch.distributions.Normal(loc, positive(raw))
             lw = []
             for _ in range(0, samples, 100):
@@ -367,12 +366,27 @@ def main() -> int:
     hidden = (512, 512)
     if args.quick:
         full = load_dataset("digits")
-        data = Dataset("digits", full.train_x, full.test_x[:200], full.train_y, full.test_y[:200], (8, 8))
+        # flat vectors (the mlp network), as the plain reference takes them
+        data = Dataset(
+            "digits",
+            full.train_x.flatten(1),
+            full.test_x[:200].flatten(1),
+            full.train_y,
+            full.test_y[:200],
+            (8, 8),
+        )
         args.epochs, args.memory_epochs, ks, eval_points, eval_samples = 1, 1, [10, 30], 50, 50
     else:
         full = load_dataset("mnist", args.data_dir, download=False)
         # a small held-out set: the per-epoch held-out ELBO is not part of the timed steps anyway
-        data = Dataset("mnist", full.train_x, full.test_x[:500], full.train_y, full.test_y[:500], (28, 28))
+        data = Dataset(
+            "mnist",
+            full.train_x.flatten(1),
+            full.test_x[:500].flatten(1),
+            full.train_y,
+            full.test_y[:500],
+            (28, 28),
+        )
         args.memory_epochs, ks, eval_points, eval_samples = 10, [10, 30, 100], 2000, 1000
     results: dict = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "

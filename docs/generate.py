@@ -25,6 +25,7 @@ MODULES = [
     "mixvae.config_files",
     "mixvae.registry",
     "mixvae.sites",
+    "mixvae.networks",
     "mixvae.nn",
     "mixvae.rng",
     "mixvae.figures",

@@ -6,7 +6,8 @@ training loop (``TraceEnum_ELBO(max_plate_nesting=1)``, or Pyro's
 components are summed out exactly by enumeration.
 
 The rooms follow the data: :mod:`mixvae.data` -> :mod:`mixvae.build` (model
-and guide from :mod:`mixvae.models` and :mod:`mixvae.guides`) ->
+and guide from :mod:`mixvae.models`, :mod:`mixvae.guides` and the network bodies of
+:mod:`mixvae.networks`) ->
 :mod:`mixvae.inference` (objectives, training) -> :mod:`mixvae.runs` (the run
 folder) -> :mod:`mixvae.evaluation` -> :mod:`mixvae.figures`.  See
 ``docs/architecture.md``.
@@ -19,6 +20,7 @@ from mixvae.config import TrainConfig
 from mixvae.data import DATASETS, load_dataset
 from mixvae.guides import GUIDES
 from mixvae.models import LIKELIHOODS, PRIORS, VAE
+from mixvae.networks import NETWORKS
 from mixvae.runs import Run, load_model, load_run, save_model
 
 # isort: off
@@ -31,6 +33,7 @@ __all__ = [
     "DATASETS",
     "GUIDES",
     "LIKELIHOODS",
+    "NETWORKS",
     "PRIORS",
     "VAE",
     "Run",

@@ -10,7 +10,10 @@ up to log K.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import itertools
+import math
 
 import pyro
 import torch
@@ -18,9 +21,19 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from mixvae.config import TrainConfig
-from mixvae.errors import ConfigError, IncompatiblePairError, SiteDeclarationError
+from mixvae.errors import ConfigError, IncompatiblePairError, PluginError, SiteDeclarationError
 from mixvae.guides import GUIDES, Guide
 from mixvae.models import LIKELIHOODS, PRIORS, VAE, Prior
+from mixvae.networks import (
+    AUTO,
+    GIVEN,
+    NETWORKS,
+    Network,
+    data_shape_of,
+    given_decoder,
+    given_encoder,
+    resolve,
+)
 
 
 def pair_problem(prior: type[Prior] | Prior, guide: type[Guide] | Guide) -> str | None:
@@ -74,10 +87,10 @@ def check_pair(model: VAE, guide: Guide) -> None:
             f"guide {guide.name!r} has {guide.num_components} values of {site!r} but prior "
             f"{prior.name!r} has {prior.num_components}; build both with the same --components"
         )
-    if guide.data_dim != model.decoder.data_dim:
+    if tuple(guide.data_shape) != tuple(model.decoder.data_shape):
         raise IncompatiblePairError(
-            f"guide {guide.name!r} encodes {guide.data_dim} columns but the decoder makes "
-            f"{model.decoder.data_dim}; build both for the same data"
+            f"guide {guide.name!r} encodes data of shape {tuple(guide.data_shape)} but the decoder makes "
+            f"{tuple(model.decoder.data_shape)}; build both for the same data"
         )
 
 
@@ -118,7 +131,7 @@ def check_sites(model: VAE, guide: Guide) -> None:
     param = next(iter(guide.parameters()), None)
     x = torch.zeros(
         n,
-        model.decoder.data_dim,
+        *model.decoder.data_shape,
         dtype=torch.get_default_dtype() if param is None else param.dtype,
         device=None if param is None else param.device,
     )
@@ -203,6 +216,8 @@ def check_names(config: TrainConfig) -> None:
     """Check the names and the pairing of a configuration before any work is done."""
     for registry, name in ((PRIORS, config.prior), (GUIDES, config.guide), (LIKELIHOODS, config.likelihood)):
         registry[name]  # raises UnknownNameError listing the valid names
+    if config.network not in (AUTO, GIVEN):
+        NETWORKS[config.network]
     problem = pair_problem(PRIORS[config.prior], GUIDES[config.guide])
     if problem:
         raise _refuse(problem, config.prior, config.guide)
@@ -212,37 +227,126 @@ def check_names(config: TrainConfig) -> None:
 MAX_WEIGHTS = 1_000_000_000
 
 
-def check_size(config: TrainConfig, data_dim: int) -> None:
+def check_size(config: TrainConfig, data_shape: int | tuple[int, ...]) -> None:
     """Refuse, before allocating, networks whose weights would not fit any machine mixvae runs on."""
-    if not isinstance(data_dim, int) or not 1 <= data_dim <= MAX_WEIGHTS:
-        raise ConfigError(f"data dimension {data_dim!r} is not a size mixvae can build")
-    widths = [data_dim, *config.hidden, 2 * config.latent_dim]
+    if isinstance(data_shape, int) and not 1 <= data_shape <= MAX_WEIGHTS:
+        raise ConfigError(f"data dimension {data_shape!r} is not a size mixvae can build")
+    shape = data_shape_of(data_shape)
+    data_dim = math.prod(shape)
+    if not 1 <= data_dim <= MAX_WEIGHTS or len(shape) > 3:
+        raise ConfigError(f"data of shape {shape} is not a size mixvae can build")
+    network = resolve(config.network, shape)
+    if network == "mlp":
+        widths = [data_dim, *config.hidden, 2 * config.latent_dim]
+        what = f"--hidden {','.join(map(str, config.hidden))} with --latent-dim {config.latent_dim}"
+    elif network == "conv" and len(shape) == 3:
+        side = max(1, shape[1] >> len(config.conv_channels)) * max(1, shape[2] >> len(config.conv_channels))
+        widths = [config.conv_channels[-1] * side, config.conv_features, 2 * config.latent_dim]
+        what = f"--conv-channels {','.join(map(str, config.conv_channels))} --conv-features {config.conv_features}"
+    else:
+        return  # a plugin's network or the user's own modules: their size is their own
     weights = 2 * sum(a * b for a, b in itertools.pairwise(widths))  # encoder and decoder
     if weights > MAX_WEIGHTS:
         raise ConfigError(
-            f"--hidden {','.join(map(str, config.hidden))} with --latent-dim {config.latent_dim} on "
-            f"{data_dim}-dimensional data would need about {weights / 1e9:.1f} billion weights "
+            f"{what} on data of shape {shape} would need about {weights / 1e9:.1f} billion weights "
             f"({4 * weights / 2**30:.0f} GiB); choose smaller networks"
         )
 
 
-def build(config: TrainConfig, data_dim: int) -> tuple[VAE, Guide]:
+def _network(
+    config: TrainConfig,
+    shape: tuple[int, ...],
+    encoder: torch.nn.Module | None,
+    decoder: torch.nn.Module | None,
+) -> type[Network] | None:
+    """The configured network part, or ``None`` for the user's own modules (checked here)."""
+    if encoder is not None or decoder is not None:
+        if encoder is None or decoder is None:
+            raise ConfigError("pass both encoder= and decoder= (your own modules), or neither")
+        if config.network not in (AUTO, GIVEN):
+            raise ConfigError(
+                f"--network {config.network} and your own encoder= / decoder= modules: drop one"
+            )
+        return None
+    if config.network == GIVEN:
+        raise ConfigError(
+            "this configuration was trained with encoder and decoder modules passed from Python; pass them "
+            "again (build(config, shape, encoder=..., decoder=...), load_run(RUN, encoder=..., "
+            "decoder=...)), or register the network as a part (mixvae.networks.NETWORKS)"
+        )
+    network = NETWORKS[resolve(config.network, shape)]
+    problem = network.problem(shape)
+    if problem:
+        raise ConfigError(f"{problem}; choose another --network")
+    return network
+
+
+def build(
+    config: TrainConfig,
+    data_shape: int | tuple[int, ...],
+    *,
+    encoder: torch.nn.Module | None = None,
+    decoder: torch.nn.Module | None = None,
+) -> tuple[VAE, Guide]:
     """The model (prior + decoder) and guide a configuration asks for, checked as a pair
     (:func:`check_pair`) and against their declared sites (:func:`check_sites`).
 
-    The model keeps the configuration as ``model.config``, which
-    :func:`mixvae.save_model` records so that :func:`mixvae.load_model` can
-    rebuild the pair in another process.
+    :param data_shape: the shape of one data point, ``(P,)`` (or the int P) or ``(C, H, W)``.
+    :param encoder: your own encoder body, a module ``(B, *data_shape) -> (B, F)``; the guide
+        puts its heads on it.  Give it with ``decoder``; the configuration then records
+        ``network="given"``, and loading the run needs the modules again.
+    :param decoder: your own decoder network, a module ``(B, D) -> (B, K * first, *rest)``:
+        the likelihood's K parameters per value, stacked on the data's first axis.
+
+    ``config.network`` (``auto``: conv for images, mlp for vectors) is
+    resolved here and recorded in ``model.config`` (a copy; ``config`` itself
+    is left as it was).  The model keeps the configuration as ``model.config``, which :func:`mixvae.save_model` records
+    so that :func:`mixvae.load_model` can rebuild the pair in another process.
     """
     config.validate()
     check_names(config)
-    check_size(config, data_dim)
-    guide = GUIDES[config.guide].from_config(config, data_dim)
-    prior = PRIORS[config.prior].from_config(config, data_dim, guide)
-    decoder = LIKELIHOODS[config.likelihood].from_config(config, data_dim)
-    model = VAE(prior, decoder)
+    check_size(config, data_shape)
+    shape = data_shape_of(data_shape)
+    network = _network(config, shape, encoder, decoder)
+    name = GIVEN if network is None else network.name
+    if name != config.network:  # recorded in a copy: the caller's configuration is left as it was
+        config = copy.copy(config)
+        object.__setattr__(config, "options", dict(config.options))
+        config.network = name
+    likelihood = LIKELIHOODS[config.likelihood]
+    channels = likelihood.param_channels(config)
+    # built in the order of mixvae 0.1 (encoder, guide heads, prior, decoder): the same seed
+    # gives the same initial weights
+    body = given_encoder(encoder, shape) if network is None else network.encoder(config, shape)
+    guide = _from_config(GUIDES[config.guide], "guide", config, shape, body)
+    prior = _from_config(PRIORS[config.prior], "prior", config, shape, guide)
+    net = (
+        given_decoder(decoder, config.latent_dim, shape, channels)
+        if network is None
+        else network.decoder(config, shape, channels)
+    )
+    decoder_part = _from_config(likelihood, "likelihood", config, shape, net)
+    model = VAE(prior, decoder_part)
     check_pair(model, guide)
     _check_param_store(model, guide)
     check_sites(model, guide)
     model.config = config  # what mixvae.save_model records to rebuild the pair
     return model, guide
+
+
+def _from_config(cls: type, kind: str, config: TrainConfig, shape: tuple[int, ...], extra: object) -> object:
+    try:
+        params = list(inspect.signature(cls.from_config).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    takes = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(takes) == 2 and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        # mixvae 0.1's (config, data_dim): a guide or likelihood that builds its own MLP
+        raise PluginError(
+            f"{kind} {cls.name!r} ({cls.__module__}) defines from_config(config, data_dim), the mixvae 0.1 "
+            f"signature; mixvae 0.2 passes (config, data_shape, {'body' if kind == 'guide' else 'net'}), the "
+            "network to put its heads on: see the CHANGELOG",
+            module=cls.__module__,
+            problem=f"{kind} {cls.name!r} has the 0.1 from_config",
+        )
+    return cls.from_config(config, shape, extra)

@@ -35,6 +35,8 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 
 def _converter(kind: Any) -> Any:
+    if typing.get_origin(kind) is tuple:  # --hidden 512,512, --conv-channels 32,64
+        return _hidden
     args = [a for a in typing.get_args(kind) if a is not type(None)]
     return args[0] if args else kind
 
@@ -49,7 +51,7 @@ def _add_flag(parser: Any, name: str, kind: Any, default: Any, help_text: str) -
         else:
             parser.add_argument(flag, dest=name, action="store_true", help=help_text)
         return
-    conv = _hidden if name == "hidden" else _converter(kind)
+    conv = _converter(kind)
     parser.add_argument(flag, dest=name, type=conv, help=f"{help_text} (default: {default})")
 
 
@@ -65,7 +67,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if f.metadata.get("flag", True):  # (plugins and options are recorded, not set by hand)
             _add_flag(parser, f.name, hints[f.name], f.default, f.metadata.get("help", ""))
     group = parser.add_argument_group(
-        "options of the parts", "each prior, guide and likelihood declares its own (see `mixvae list`)"
+        "options of the parts",
+        "each prior, guide, likelihood and network declares its own (see `mixvae list`)",
     )
     for spec in _options.specs().values():
         default = spec.defaults[0][1]
@@ -171,6 +174,7 @@ def _list() -> None:
     from mixvae.data import DATASETS
     from mixvae.guides import GUIDES
     from mixvae.models import LIKELIHOODS, PRIORS
+    from mixvae.networks import NETWORKS
 
     def origin(registry: Registry[Any], name: str) -> str:
         module = plugin_module(registry, name)
@@ -179,7 +183,8 @@ def _list() -> None:
     def options(kind: str, name: str) -> None:
         for f in dataclasses.fields(_options.options_of(kind, name)):
             flag = "--" + f.name.replace("_", "-")
-            print(f"  {'':<14} {flag} (default: {f.default}): {f.metadata.get('help', '')}")
+            default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+            print(f"  {'':<14} {flag} (default: {default}): {f.metadata.get('help', '')}")
 
     print("priors:")
     for name, cls in PRIORS.items():
@@ -195,6 +200,10 @@ def _list() -> None:
     for name, cls in LIKELIHOODS.items():
         print(f"  {name:<14} {cls.story}{origin(LIKELIHOODS, name)}")
         options("likelihood", name)
+    print("networks (--network; auto: conv for images (C, H, W), mlp for vectors):")
+    for name, cls in NETWORKS.items():
+        print(f"  {name:<14} {cls.story}{origin(NETWORKS, name)}")
+        options("network", name)
     print("datasets:")
     for name, loader in DATASETS.items():
         doc = (loader.__doc__ or "").strip().splitlines()
@@ -330,7 +339,7 @@ def _sample_run(args: argparse.Namespace, run_dir: Any, out: Any) -> int:
 
     from mixvae.data import load_dataset
     from mixvae.evaluation.sampling import sample_images
-    from mixvae.figures.training import plot_sample_grid
+    from mixvae.figures.training import figure_shape, plot_sample_grid
     from mixvae.runs import load_run
 
     run = load_run(run_dir)
@@ -343,9 +352,10 @@ def _sample_run(args: argparse.Namespace, run_dir: Any, out: Any) -> int:
     c = run.config
     # a stored run never downloads by itself (its data folder is the one it was trained on)
     data = None if args.source == "prior" else load_dataset(c.dataset, c.data_dir, download=False)
-    if data is not None and data.image_shape is None:
+    shape = figure_shape(run.model.decoder.data_shape, None if data is None else data.image_shape)
+    if shape is None and data is not None:
         raise ConfigError(f"data set {c.dataset!r} has no image shape to draw")
-    shape = data.image_shape if data is not None else _image_shape(c.dataset, run.model.decoder.data_dim)
+    shape = shape or _image_shape(c.dataset, run.model.decoder.data_dim)
     pyro.set_rng_seed(args.seed)
     images = sample_images(run, args.n, args.source, component, data)
     suffix = "" if component is None else f"-{component}"

@@ -104,8 +104,13 @@ class TrainConfig:
     class_weight: float = _opt(
         50.0, "semi-supervised: weight of the classification loss of q(y|x) (Kingma et al. 2014)"
     )
+    network: str = _opt(
+        "auto",
+        "network body of the encoder and the decoder: auto (conv for images (C, H, W), mlp for vectors) "
+        "| mlp | conv | a plugin's network (see `mixvae list`)",
+    )
     hidden: tuple[int, ...] = _opt(
-        (512, 512), "hidden layer sizes of encoder and decoder, comma-separated ('' for linear)"
+        (512, 512), "hidden layer sizes of the mlp network, comma-separated ('' for linear)"
     )
     epochs: int = _opt(100, "number of passes over the training data")
     batch_size: int = _opt(128, "minibatch size")
@@ -174,6 +179,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
         self.plugins = (self.plugins,) if isinstance(self.plugins, str) else tuple(self.plugins)
+        specs = _options.specs()
+        for name, value in self.options.items():  # JSON gives lists for tuple options
+            if isinstance(value, list) and name in specs and _options.is_tuple_option(specs[name]):
+                self.options[name] = tuple(value)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TrainConfig) and self.to_dict() == other.to_dict()
@@ -182,7 +191,12 @@ class TrainConfig:
 
     # -- part options as attributes ------------------------------------------------------------
     def _chosen(self) -> list[tuple[str, str]]:
-        return [("prior", self.prior), ("guide", self.guide), ("likelihood", self.likelihood)]
+        return [
+            ("prior", self.prior),
+            ("guide", self.guide),
+            ("likelihood", self.likelihood),
+            ("network", self.network),
+        ]
 
     def __getattr__(self, name: str) -> Any:  # only for names that are not fields
         if name.startswith("_") or name == "options":
@@ -352,6 +366,8 @@ class TrainConfig:
                 f"unknown configuration keys {unknown}; this run was written by another mixvae version "
                 "or with a plugin that is not loaded (--plugin MODULE)"
             )
+        if "network" not in d:  # mixvae 0.1 had one network, the MLP
+            d = {**d, "network": "mlp"}
         return cls(**d)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import pyro
@@ -10,6 +11,8 @@ import torch
 from pyro.nn import PyroModule
 from pyro.nn.module import to_pyro_module_
 from torch import nn
+
+from mixvae.errors import DataError
 
 _instance_ids = itertools.count()
 
@@ -62,3 +65,17 @@ def data_plate(x: torch.Tensor | None, num_data: int | None, batch_size: int | N
     batch = x.shape[0]
     size = batch if num_data is None else int(num_data)
     return pyro.plate("data", size, subsample=torch.arange(batch, device=x.device))
+
+
+def check_batch(x: torch.Tensor, data_shape: Sequence[int]) -> None:
+    """Refuse, in one line, a minibatch whose points are not of the shape the model was built for."""
+    if tuple(x.shape[1:]) != tuple(data_shape):
+        hint = (
+            "flatten it (x.flatten(1))"
+            if len(data_shape) == 1 and math.prod(x.shape[1:]) == data_shape[0]
+            else "build the model with data.data_shape"
+        )
+        raise DataError(
+            f"a minibatch of shape {tuple(x.shape)} for a model built for points of shape "
+            f"{tuple(data_shape)}; {hint}"
+        )

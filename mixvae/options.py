@@ -110,6 +110,15 @@ class OptionSpec:
         if value is None and _optional(self.kind):
             return
         base = _base_type(self.kind)
+        if base is tuple:  # a tuple of sizes, such as --conv-channels 32,64
+            if not (
+                isinstance(value, tuple)
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            ):
+                raise ConfigError(f"{self.flag} must be integers such as 32,64, got {value!r}")
+            for v in value:
+                self._check_number(int, v)
+            return
         if base is bool:
             ok = isinstance(value, bool)
         elif base is int:
@@ -120,6 +129,9 @@ class OptionSpec:
             ok = isinstance(value, base) if isinstance(base, type) else True
         if not ok:
             raise ConfigError(f"{self.flag} must be of type {_type_name(self.kind)}, got {value!r}")
+        self._check_number(base, value)
+
+    def _check_number(self, base: Any, value: Any) -> None:
         if base is float and not math.isfinite(value):
             raise ConfigError(f"{self.flag} must be a finite number, got {value!r}")
         if base is int and abs(value) > MAX_SIZE:
@@ -145,8 +157,11 @@ def _optional(kind: Any) -> bool:
 
 
 def _base_type(kind: Any) -> Any:
+    if typing.get_origin(kind) is tuple:
+        return tuple
     args = [a for a in typing.get_args(kind) if a is not type(None)]
-    return args[0] if args else kind
+    base = args[0] if args else kind
+    return tuple if typing.get_origin(base) is tuple else base
 
 
 def _type_name(kind: Any) -> str:
@@ -188,6 +203,11 @@ def declare(kind: str, part: str, options_cls: type | None) -> None:
             exclusive=meta.get("exclusive", False) if spec is None else spec.exclusive,
             defaults=(*defaults, ((kind, part), default)),
         )
+
+
+def is_tuple_option(spec: OptionSpec) -> bool:
+    """Whether an option holds a tuple of integers (given as ``32,64`` on the command line)."""
+    return _base_type(spec.kind) is tuple
 
 
 def forget(kind: str, part: str) -> None:

@@ -33,6 +33,7 @@ from mixvae.data import DATASETS
 from mixvae.errors import CheckpointError, PluginError
 from mixvae.guides import GUIDES
 from mixvae.models import LIKELIHOODS, PRIORS
+from mixvae.networks import AUTO, GIVEN, NETWORKS
 from mixvae.registry import Registry, is_plugin_module
 
 if TYPE_CHECKING:
@@ -72,8 +73,8 @@ class PluginWarning(RuntimeWarning):
 
 
 def registries() -> tuple[Registry[Any], ...]:
-    """The registries a plugin may add to: priors, guides, likelihoods, data sets."""
-    return (PRIORS, GUIDES, LIKELIHOODS, DATASETS)
+    """The registries a plugin may add to: priors, guides, likelihoods, networks, data sets."""
+    return (PRIORS, GUIDES, LIKELIHOODS, NETWORKS, DATASETS)
 
 
 def _problem(e: BaseException) -> str:
@@ -193,11 +194,12 @@ def plugin_module(registry: Registry[Any], name: str) -> str | None:
 
 
 def plugin_modules(config: TrainConfig) -> tuple[str, ...]:
-    """The plugin modules of a configuration's prior, guide, likelihood and data set, in that order."""
+    """The plugin modules of a configuration's prior, guide, likelihood, network and data set, in that order."""
     parts = (
         (PRIORS, config.prior),
         (GUIDES, config.guide),
         (LIKELIHOODS, config.likelihood),
+        (NETWORKS, config.network),
         (DATASETS, config.dataset),
     )
     modules: list[str] = []
@@ -236,8 +238,12 @@ def load_recorded_plugins(stored: Any, run_dir: str | Path) -> None:
         try:
             load_plugin(module)
         except PluginError as e:
-            keys = ("prior", "guide", "likelihood", "dataset")
-            if all(stored.get(k) in r for k, r in zip(keys, registries(), strict=True)):
+            keys = ("prior", "guide", "likelihood", "network", "dataset")
+            named = {k: stored.get(k, "mlp" if k == "network" else None) for k in keys}
+            if all(
+                named[k] in r or (k == "network" and named[k] in (AUTO, GIVEN))
+                for k, r in zip(keys, registries(), strict=True)
+            ):
                 continue
             raise CheckpointError(
                 f"run {run_dir} was trained with parts from plugin module {module!r}, which cannot be "

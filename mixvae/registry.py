@@ -83,6 +83,10 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; choose one of: {', '.join(self._entries)}"
             ) from None
 
+    def get(self, name: str, default: T | None = None) -> T | None:
+        """The entry ``name``, or ``default`` when none is registered under it."""
+        return self._entries.get(name, default)
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 

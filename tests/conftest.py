@@ -30,14 +30,24 @@ def digits() -> Dataset:
 
 @pytest.fixture(scope="session")
 def small_digits(digits: Dataset) -> Dataset:
-    """600 training and 200 held-out 8x8 digits: enough for a loss to fall in a few epochs."""
+    """600 training and 200 held-out 8x8 digits, flat (N, 64) with their image shape for figures:
+    enough for a loss to fall in a few epochs (the mlp network; ``small_digit_images`` keep
+    the (N, 1, 8, 8) shape, for the conv network)."""
     return Dataset(
         "digits",
-        digits.train_x[:600],
-        digits.test_x[:200],
+        digits.train_x[:600].flatten(1),
+        digits.test_x[:200].flatten(1),
         digits.train_y[:600],
         digits.test_y[:200],
         digits.image_shape,
+    )
+
+
+@pytest.fixture(scope="session")
+def small_digit_images(digits: Dataset) -> Dataset:
+    """The same 600 + 200 digits as images (N, 1, 8, 8)."""
+    return Dataset(
+        "digits", digits.train_x[:600], digits.test_x[:200], digits.train_y[:600], digits.test_y[:200]
     )
 
 

@@ -260,7 +260,22 @@ def test_sample_command_for_every_source(tmp_path, capsys):
 
     out = tmp_path / "run"
     assert (
-        main(["train", "--hidden", "32", "--epochs", "1", "--components", "3", "--quiet", "--out", str(out)])
+        main(
+            [
+                "train",
+                "--network",
+                "mlp",
+                "--hidden",
+                "32",
+                "--epochs",
+                "1",
+                "--components",
+                "3",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
         == 0
     )
     capsys.readouterr()

@@ -18,7 +18,7 @@ CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 
 def test_the_subset_loads_with_its_sizes_labels_and_pixel_layout():
     data = load_dataset("cifar10", str(CIFAR), download=False)
-    assert data.train_x.shape == (4660, 3072) and data.test_x.shape == (846, 3072)
+    assert data.train_x.shape == (4660, 3, 32, 32) and data.test_x.shape == (846, 3, 32, 32)
     assert data.num_classes == 10 and float(data.train_x.min()) == 0.0 and float(data.train_x.max()) == 1.0
     assert data.train_y[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]  # the official first labels
     with open(CIFAR / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
@@ -26,7 +26,7 @@ def test_the_subset_loads_with_its_sizes_labels_and_pixel_layout():
     images, _ = read_batch(CIFAR / "cifar-10-batches-py" / "data_batch_1")
     assert images.shape == (932, 3, 32, 32)
     assert np.array_equal(images[0, 0].ravel(), raw[0, :1024])  # red plane first, row-major
-    assert np.allclose(data.train_x[0].numpy() * 255, raw[0])
+    assert np.allclose(data.train_x[0].numpy().ravel() * 255, raw[0])
 
 
 class _Payload:

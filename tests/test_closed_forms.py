@@ -154,8 +154,8 @@ def _identical_mixture(gauss: GaussianGuide, k: int) -> MixtureGuide:
     """A mixture guide whose k components all equal the Gaussian guide's q(z|x)."""
     mix = MixtureGuide(P, D, k, hidden=())
     with torch.no_grad():
-        head = mix.net[0]
-        wg, bg = gauss.net[0].weight, gauss.net[0].bias  # (2D, P), (2D,)
+        head = mix.head
+        wg, bg = gauss.head.weight, gauss.head.bias  # (2D, P), (2D,)
         weight = head.weight.view(k, 2 * D + 1, P)
         bias = head.bias.view(k, 2 * D + 1)
         weight[:, : 2 * D] = wg

@@ -16,8 +16,8 @@ from mixvae.errors import DataError
 
 def test_mnist_counts_come_from_the_header(mnist_dir):
     data = load_dataset("mnist", str(mnist_dir), download=False)
-    assert data.train_x.shape == (23797, 784)  # the shared files hold the first 23,797
-    assert data.test_x.shape == (10000, 784)
+    assert data.train_x.shape == (23797, 1, 28, 28)  # the shared files hold the first 23,797
+    assert data.test_x.shape == (10000, 1, 28, 28)
     assert data.train_y.shape == (23797,) and data.test_y.shape == (10000,)
     assert float(data.train_x.min()) == 0.0 and float(data.train_x.max()) == 1.0
     assert data.image_shape == (28, 28) and data.num_classes == 10

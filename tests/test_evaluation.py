@@ -62,7 +62,7 @@ def posterior_guide(w, b, s, inflate: float) -> GaussianGuide:
     gain = cov @ w.T @ torch.diag(s**-2)  # (D, P): m(x) = gain (x - b)
     guide = GaussianGuide(P, D, hidden=())
     with torch.no_grad():
-        lin = guide.net[0]
+        lin = guide.head
         lin.weight.zero_()
         lin.weight[:D] = gain
         lin.bias[:D] = -gain @ b
@@ -93,8 +93,8 @@ def gmm_posterior_guide(prior: GMMPrior, w, b, s, inflate: float) -> MixtureGuid
     k = prior.num_components
     guide = MixtureGuide(P, D, k, hidden=())
     with torch.no_grad():
-        weight = guide.net[0].weight.view(k, 2 * D + 1, P)
-        bias = guide.net[0].bias.view(k, 2 * D + 1)
+        weight = guide.head.weight.view(k, 2 * D + 1, P)
+        bias = guide.head.bias.view(k, 2 * D + 1)
         weight.zero_()
         for j in range(k):
             prec_prior = torch.diag(prior.scales[j] ** -2)
@@ -259,9 +259,9 @@ def _constant_guide(dim: int, loc: torch.Tensor, scale: torch.Tensor) -> Gaussia
     """An encoder that ignores x: q(z|x) = N(loc, diag scale^2) for every x."""
     guide = GaussianGuide(P, dim, hidden=())
     with torch.no_grad():
-        guide.net[0].weight.zero_()
-        guide.net[0].bias[:dim] = loc
-        guide.net[0].bias[dim:] = _inv_softplus(scale)
+        guide.head.weight.zero_()
+        guide.head.bias[:dim] = loc
+        guide.head.bias[dim:] = _inv_softplus(scale)
     return guide
 
 
@@ -287,8 +287,8 @@ def test_surgery_matches_quadrature_in_one_dimension():
     model.prior = StandardPrior(1)
     guide = GaussianGuide(P, 1, hidden=())
     with torch.no_grad():
-        guide.net[0].weight.copy_(torch.tensor([[0.8, -0.5, 0.3], [0.2, 0.1, -0.3]]))
-        guide.net[0].bias.copy_(torch.tensor([0.3, -0.5]))
+        guide.head.weight.copy_(torch.tensor([[0.8, -0.5, 0.3], [0.2, 0.1, -0.3]]))
+        guide.head.bias.copy_(torch.tensor([0.3, -0.5]))
     x = torch.randn(300, P)
     res = elbo_surgery(model, guide, x, batch_size=64)
     loc, scale = guide.params(x)  # (N, 1)
@@ -310,9 +310,9 @@ def test_surgery_well_separated_codes_reach_log_n():
     model, *_ = linear_gaussian(StandardPrior(D))
     guide = GaussianGuide(P, D, hidden=())
     with torch.no_grad():
-        guide.net[0].weight.zero_()
-        guide.net[0].weight[0, 0] = 100.0  # z1 = 100 x1: codes far apart ...
-        guide.net[0].bias[D:] = _inv_softplus(torch.full((D,), 0.01))  # ... and narrow
+        guide.head.weight.zero_()
+        guide.head.weight[0, 0] = 100.0  # z1 = 100 x1: codes far apart ...
+        guide.head.bias[D:] = _inv_softplus(torch.full((D,), 0.01))  # ... and narrow
     x = torch.zeros(50, P)
     x[:, 0] = torch.arange(50.0)
     res = elbo_surgery(model, guide, x, num_points=20)
@@ -339,9 +339,9 @@ def test_aggregate_log_prob_is_chunk_independent_for_mixture_guides():
 def test_active_units_counts_dimensions_whose_mean_moves_with_x():
     guide = GaussianGuide(P, 3, hidden=())
     with torch.no_grad():
-        guide.net[0].weight.zero_()
-        guide.net[0].weight[0, 0] = 1.0  # Var ~ 1
-        guide.net[0].weight[1, 0] = 0.05  # Var ~ 0.0025: below 0.01
+        guide.head.weight.zero_()
+        guide.head.weight[0, 0] = 1.0  # Var ~ 1
+        guide.head.weight[1, 0] = 0.05  # Var ~ 0.0025: below 0.01
     x = torch.randn(500, P)
     units = active_units(guide, x, batch_size=64)
     v = x[:, 0].var()

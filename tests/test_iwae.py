@@ -66,7 +66,7 @@ def test_iwae_rises_monotonically_to_the_closed_form_log_evidence(conjugate):
         # a broad q(z | x) = N(0, 3^2 I) (every y alike) covers each mode of the mixture posterior:
         # a proposal under which K = 2,000 weights suffice; a random one would miss modes
         with torch.no_grad():
-            net = guide.net[0] if isinstance(guide, GaussianGuide) else guide.z_head
+            net = guide.head if isinstance(guide, GaussianGuide) else guide.z_head
             net.weight.zero_()
             net.bias.copy_(torch.tensor([0.0, 0.0, 3.0, 3.0]))
             if isinstance(guide, CategoricalGuide):

@@ -66,7 +66,7 @@ def test_two_gloo_ranks_match_one_process_with_twice_the_batch(small_digits, tmp
     def build_quiet(config, data_dim):
         model, guide = original(config, data_dim)
         with torch.no_grad():
-            head = guide.net[-1]
+            head = guide.head
             d = config.latent_dim
             head.weight[d:].zero_()
             head.bias[d:].fill_(-30.0)

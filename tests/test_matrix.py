@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import pyro
@@ -16,6 +17,7 @@ from mixvae.errors import IncompatiblePairError
 from mixvae.inference import make_elbo
 from mixvae.inference.direct import direct_loss, direct_problem
 from mixvae.inference.objectives import LatentScale, has_discrete_site
+from mixvae.networks import NETWORKS
 
 PAIRS = list(itertools.product(PRIORS.names(), GUIDES.names()))
 VALID = [(p, g) for p, g in PAIRS if p in compatible_priors(g)]
@@ -48,12 +50,40 @@ def test_every_pair_trains_and_improves(prior, guide, small_digits, tmp_path):
     )
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 6
-    import json
-
     metrics = [json.loads(line) for line in lines]
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] - 2.0
     assert metrics[-1]["heldout_elbo"] > metrics[0]["heldout_elbo"] + 2.0
     assert run.summary["heldout_elbo"] == pytest.approx(metrics[-1]["heldout_elbo"])
+
+
+@pytest.mark.parametrize("prior,guide", VALID)
+def test_every_pair_trains_and_improves_with_the_conv_network(prior, guide, small_digit_images, tmp_path):
+    run = train(
+        TrainConfig(
+            prior=prior,
+            guide=guide,
+            network="conv",
+            conv_channels=(8, 16),
+            conv_features=32,
+            latent_dim=4,
+            components=5,
+            guide_components=3,
+            pseudo_inputs=50,
+            epochs=6,
+            batch_size=50,
+            lr=3e-3,
+            out=str(tmp_path),
+        ),
+        dataset=small_digit_images,
+        progress=False,
+        figures=False,
+    )
+    assert run.config.network == "conv"
+    if prior == "vampprior":
+        assert run.model.prior.pseudo_inputs().shape == (50, 1, 8, 8)
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] - 2.0
+    assert metrics[-1]["heldout_elbo"] > metrics[0]["heldout_elbo"] + 2.0
 
 
 @pytest.mark.parametrize("prior,guide", INVALID)
@@ -68,8 +98,8 @@ def test_incompatible_pairs_are_refused(prior, guide, small_digits, tmp_path):
     from mixvae.models import PRIORS as P
     from mixvae.models import VAE, BernoulliDecoder
 
-    guide_obj = G[guide].from_config(config, 64)
-    model = VAE(P[prior].from_config(config, 64, guide_obj), BernoulliDecoder(config.latent_dim, 64, (8,)))
+    guide_obj = G[guide].from_config(config, (64,), NETWORKS["mlp"].encoder(config, (64,)))
+    model = VAE(P[prior].from_config(config, (64,), guide_obj), BernoulliDecoder(config.latent_dim, 64, (8,)))
     with pytest.raises(IncompatiblePairError):
         check_pair(model, guide_obj)
 

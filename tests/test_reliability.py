@@ -181,7 +181,9 @@ def test_resume_from_moved_data_files(mnist_dir, tmp_path):
 def test_resume_with_data_of_another_dimension(small_digits, tmp_path):
     train(_config(tmp_path, epochs=1), dataset=small_digits, progress=False, figures=False)
     other = Dataset("digits", small_digits.train_x[:, :32], small_digits.test_x[:, :32])
-    with pytest.raises(DataError, match=r"have 32 columns but the run .* was trained on 64"):
+    with pytest.raises(
+        DataError, match=r"have shape \(32,\) per point but the run .* was trained on \(64,\)"
+    ):
         resume(tmp_path, epochs=2, dataset=other)
 
 

@@ -39,7 +39,7 @@ def test_readme_pyro_tools_example_runs_after_the_loop(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(_readme_snippet(), "README.md", "exec"), namespace)
     exec(compile(blocks[0], "README.md", "exec"), namespace)
-    assert namespace["prior_draws"]["x"].shape == (8, 16, 64)
+    assert namespace["prior_draws"]["x"].shape == (8, 16, 1, 8, 8)
     assert namespace["posterior"]["z"].shape == (8, 16, namespace["model"].latent_dim)
     clusters = namespace["clusters"]
     assert clusters.shape == (16,) and clusters.dtype == torch.long
@@ -57,7 +57,7 @@ def test_pyro_optim_and_module_parameters_are_the_same_tensors():
 
     data = load_dataset("digits")
     model, guide = build(
-        TrainConfig(prior="gmm", guide="mixture", hidden=(16,), latent_dim=2, components=3), 64
+        TrainConfig(prior="gmm", guide="mixture", hidden=(16,), latent_dim=2, components=3), data.data_shape
     )
     before = model.prior.locs.detach().clone()
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), make_elbo())
@@ -75,7 +75,9 @@ def test_svi_with_categorical_guide(k):
     from mixvae import TrainConfig, build, load_dataset
 
     data = load_dataset("digits")
-    model, guide = build(TrainConfig(hidden=(16,), latent_dim=2, components=k), 64)
+    model, guide = build(
+        TrainConfig(network="mlp", hidden=(16,), latent_dim=2, components=k), data.data_shape
+    )
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), TraceEnum_ELBO(max_plate_nesting=1))
     losses = [svi.step(data.train_x[i * 50 : (i + 1) * 50], len(data.train_x)) for i in range(20)]
     assert losses[-1] < losses[0]

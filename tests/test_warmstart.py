@@ -93,7 +93,7 @@ def test_warm_start_copies_the_networks_and_fits_the_prior(small_digits, tmp_pat
 
 
 def test_warm_start_clusters_far_better_than_a_cold_start_on_digits(digits, tmp_path):
-    common = dict(guide="gaussian", hidden=(64,), latent_dim=4)
+    common = dict(guide="gaussian", network="mlp", hidden=(64,), latent_dim=4)
     train(
         TrainConfig(prior="standard", epochs=30, out=str(tmp_path / "pre"), **common),
         dataset=digits,

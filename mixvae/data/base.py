@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,14 +13,15 @@ from mixvae.registry import Registry
 
 @dataclass
 class Dataset:
-    """Train and held-out data as float tensors of shape (N, P), plus labels.
+    """Train and held-out data as float tensors, (N, P) vectors or (N, C, H, W) images, plus labels.
 
     :param name: registry name of the data set.
-    :param train_x: training data, (N_train, P), float32.
-    :param test_x: held-out data, (N_test, P), float32.
+    :param train_x: training data, (N_train, P) or (N_train, C, H, W), float.
+    :param test_x: held-out data of the same shape per point.
     :param train_y: integer labels of the training data, or ``None``.
     :param test_y: integer labels of the held-out data, or ``None``.
-    :param image_shape: (height, width) for figures, or ``None``.
+    :param image_shape: (height, width) for figures, or ``None``; read from the data
+        when they are images (C, H, W).
     """
 
     name: str
@@ -29,9 +31,19 @@ class Dataset:
     test_y: torch.Tensor | None = None
     image_shape: tuple[int, int] | None = None
 
+    def __post_init__(self) -> None:
+        if self.image_shape is None and self.train_x.ndim == 4:
+            self.image_shape = (int(self.train_x.shape[2]), int(self.train_x.shape[3]))
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """The shape of one data point: (P,) or (C, H, W)."""
+        return tuple(int(s) for s in self.train_x.shape[1:])
+
     @property
     def data_dim(self) -> int:
-        return int(self.train_x.shape[1])
+        """The number P of values of one data point."""
+        return math.prod(self.data_shape)
 
     @property
     def num_classes(self) -> int | None:

@@ -136,8 +136,8 @@ def load_cifar10(data_dir: str | None = None, download: bool = True) -> Dataset:
     train = [read_batch(folder / f) for f in TRAIN_FILES]
     test_x, test_y = read_batch(folder / TEST_FILE)
 
-    def flat(x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(x.reshape(len(x), -1), dtype=torch.float32) / 255.0
+    def flat(x: np.ndarray) -> torch.Tensor:  # (N, 3, 32, 32) in [0, 1]
+        return torch.as_tensor(x, dtype=torch.float32) / 255.0
 
     return Dataset(
         "cifar10",
@@ -146,3 +146,6 @@ def load_cifar10(data_dir: str | None = None, download: bool = True) -> Dataset:
         train_y=torch.as_tensor(np.concatenate([y for _, y in train])),
         test_y=torch.as_tensor(test_y),
     )
+
+
+load_cifar10.data_shape = IMAGE_SHAPE  # type: ignore[attr-defined]

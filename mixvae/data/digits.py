@@ -21,9 +21,12 @@ def load_digits(data_dir: str | None = None, download: bool = True) -> Dataset:
     from sklearn.datasets import load_digits as sk_load_digits
 
     bunch = sk_load_digits()
-    x = torch.as_tensor(bunch.data / 16.0, dtype=torch.float32)
+    x = torch.as_tensor(bunch.images / 16.0, dtype=torch.float32).unsqueeze(1)  # (N, 1, 8, 8)
     y = torch.as_tensor(bunch.target, dtype=torch.long)
     order = torch.as_tensor(np.random.default_rng(0).permutation(len(x)))
     n_test = int(round(HELDOUT_FRACTION * len(x)))
     test, train = order[:n_test], order[n_test:]
-    return Dataset("digits", x[train], x[test], y[train], y[test], (8, 8))
+    return Dataset("digits", x[train], x[test], y[train], y[test])
+
+
+load_digits.data_shape = (1, 8, 8)  # type: ignore[attr-defined]  # read for mixvae 0.1 runs (flat data)

@@ -344,6 +344,7 @@ def evaluate_run(
                 idata.to_netcdf(str(staged / "inference_data.nc"))
                 if figures:
                     from mixvae.figures import evaluation as eval_figures
+                    from mixvae.figures.training import figure_shape
 
                     shown = "model" if "model" in clusters else "kmeans"
                     result["figures"] = eval_figures.write_evaluation_figures(
@@ -353,7 +354,7 @@ def evaluate_run(
                         posterior_z=posterior.z,
                         posterior_labels=None if labels is None else labels[posterior.index.cpu()],
                         khat=iw.khat,
-                        image_shape=data.image_shape,
+                        image_shape=figure_shape(data.data_shape, data.image_shape),
                         sources=quality,
                         clusters=clusters.get(shown),
                         cluster_source="model" if shown == "model" else "k-means on encoder means",
@@ -429,7 +430,7 @@ def _sample_quality(
     if classifier is None:
         classifier = fit_sample_classifier(data.train_x, data.train_y, seed=seed)
     if labels is not None:
-        accuracy = float(classifier.score(raw_x.cpu().numpy(), labels.numpy()))
+        accuracy = float(classifier.score(raw_x.flatten(1).cpu().numpy(), labels.numpy()))
         result["classifier"] = {"kind": type(classifier).__name__, f"{split}_accuracy": accuracy}
     quality = sample_quality(run, data, classifier, num_samples=num_draws, seed=_sub_seed(seed, "samples"))
     quality["data"] = score_images(classifier, raw_x[:num_draws])

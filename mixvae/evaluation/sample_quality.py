@@ -39,7 +39,7 @@ def fit_sample_classifier(x: torch.Tensor, y: torch.Tensor, *, max_train: int = 
     """
     from sklearn.linear_model import LogisticRegression
 
-    xs, ys = x.cpu().numpy(), y.cpu().numpy()
+    xs, ys = x.flatten(1).cpu().numpy(), y.cpu().numpy()  # images as vectors of pixels
     if len(xs) > max_train:
         keep = np.random.default_rng(seed).choice(len(xs), max_train, replace=False)
         xs, ys = xs[keep], ys[keep]
@@ -78,8 +78,8 @@ class SourceQuality:
 
 
 def score_images(classifier: Any, images: torch.Tensor) -> SourceQuality:
-    """Score ``images`` (n, P) with ``classifier.predict_proba``."""
-    probs = classifier.predict_proba(images.detach().cpu().numpy())
+    """Score ``images`` (n, P) or (n, C, H, W) with ``classifier.predict_proba``."""
+    probs = classifier.predict_proba(images.detach().flatten(1).cpu().numpy())
     num_classes = probs.shape[1]
     hist = np.bincount(probs.argmax(1), minlength=num_classes) / len(probs)
     return SourceQuality(

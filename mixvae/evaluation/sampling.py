@@ -68,7 +68,7 @@ class EmptyComponentError(ConfigError):
 def sample_images(
     run: Run, n: int, source: str = "prior", component: int | str | None = None, data: Dataset | None = None
 ) -> torch.Tensor:
-    """Decoder means of sampled codes: shape (rows, cols, P).
+    """Decoder means of sampled codes: shape ``(rows, cols, *data_shape)``.
 
     ``component="all"`` gives one row of ``n`` samples per component (the
     classic GMVAE figure); otherwise one batch of ``n`` laid out near-square.
@@ -86,12 +86,11 @@ def sample_images(
             try:
                 rows.append(decode(sample_latents(run, n, source, j, data)))
             except EmptyComponentError:  # an unused cluster: a blank row keeps rows = components
-                rows.append(
-                    torch.zeros(n, run.model.decoder.data_dim, device=rows[0].device if rows else None)
-                )
+                shape = run.model.decoder.data_shape
+                rows.append(torch.zeros(n, *shape, device=rows[0].device if rows else None))
         return torch.stack(rows)
     images = decode(sample_latents(run, n, source, component, data))
     cols = int(torch.ceil(torch.tensor(n**0.5)))
     rows = -(-n // cols)
-    pad = images.new_zeros(rows * cols - n, images.shape[-1])
-    return torch.cat([images, pad]).reshape(rows, cols, -1)
+    pad = images.new_zeros(rows * cols - n, *images.shape[1:])
+    return torch.cat([images, pad]).reshape(rows, cols, *images.shape[1:])

@@ -8,7 +8,7 @@ its size follows from its layout; each function returns the saved
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def plot_latent_projection(
 
 def plot_sample_sources(
     images: Mapping[str, torch.Tensor],
-    shape: tuple[int, int],
+    shape: Sequence[int],
     path: str | Path,
     scores: Mapping[str, Any] | None = None,
     grid: int = 10,
@@ -184,7 +184,7 @@ def plot_confusion(
 
 
 @torch.no_grad()
-def plot_component_samples(model: VAE, shape: tuple[int, int], path: str | Path, cols: int = 10) -> Any:
+def plot_component_samples(model: VAE, shape: Sequence[int], path: str | Path, cols: int = 10) -> Any:
     """Decoded draws from each prior component, one row each (mixture priors only).
 
     Size (0.6 cols + 1.2) x (0.6 K + 1) inches.
@@ -193,7 +193,7 @@ def plot_component_samples(model: VAE, shape: tuple[int, int], path: str | Path,
     if not k:
         raise ValueError(f"prior {model.prior.name!r} has no components")
     images = torch.cat([model.sample(cols, component=j) for j in range(k)])
-    h, w = shape
+    h, w = shape[-2:]
     fig = new_figure(0.6 * cols + 1.2, 0.6 * k + 1)
     ax = fig.add_subplot()
     ax.imshow(image_grid(images, k, cols, shape), cmap="gray", vmin=0, vmax=1)
@@ -234,7 +234,7 @@ def write_evaluation_figures(
     posterior_z: torch.Tensor,
     posterior_labels: torch.Tensor | None,
     khat: torch.Tensor,
-    image_shape: tuple[int, int] | None,
+    image_shape: Sequence[int] | None,
     sources: Mapping[str, Any],
     clusters: Any,
     cluster_source: str,

@@ -24,10 +24,21 @@ def new_figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), dpi=100)
 
 
-def image_grid(images: torch.Tensor, rows: int, cols: int, shape: tuple[int, int]) -> np.ndarray:
-    h, w = shape
-    imgs = images.detach().cpu().reshape(rows, cols, h, w).clamp(0, 1)
-    return imgs.permute(0, 2, 1, 3).reshape(rows * h, cols * w).numpy()
+def figure_shape(
+    data_shape: Sequence[int], image_shape: tuple[int, int] | None = None
+) -> tuple[int, ...] | None:
+    """The shape images are drawn in: ``(C, H, W)`` for image data, else ``image_shape`` (flat
+    grey images) or ``None`` (vectors that are no images)."""
+    return tuple(data_shape) if len(data_shape) == 3 else image_shape
+
+
+def image_grid(images: torch.Tensor, rows: int, cols: int, shape: Sequence[int]) -> np.ndarray:
+    """``rows x cols`` images of ``shape`` ((H, W) grey or (C, H, W), C = 1 or 3) as one array for
+    ``imshow``: (rows H, cols W) grey or (rows H, cols W, 3) colour."""
+    c, h, w = (1, *shape) if len(shape) == 2 else shape
+    imgs = images.detach().cpu().float().reshape(rows, cols, c, h, w).clamp(0, 1)
+    grid = imgs.permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)
+    return grid[..., 0].numpy() if c == 1 else grid.numpy()
 
 
 def plot_losses(metrics: Sequence[dict[str, Any]], path: str | Path) -> None:
@@ -46,7 +57,7 @@ def plot_losses(metrics: Sequence[dict[str, Any]], path: str | Path) -> None:
 
 @torch.no_grad()
 def plot_reconstructions(
-    model: VAE, guide: Guide, x: torch.Tensor, shape: tuple[int, int], path: str | Path
+    model: VAE, guide: Guide, x: torch.Tensor, shape: Sequence[int], path: str | Path
 ) -> None:
     """Top row: data; bottom row: decoder mean at the encoder mean."""
     n = min(10, len(x))
@@ -61,7 +72,7 @@ def plot_reconstructions(
 
 
 @torch.no_grad()
-def plot_prior_samples(model: VAE, shape: tuple[int, int], path: str | Path, cols: int = 10) -> None:
+def plot_prior_samples(model: VAE, shape: Sequence[int], path: str | Path, cols: int = 10) -> None:
     """Decoder means of prior draws; one row per component for a mixture prior."""
     k = model.prior.num_components
     if k:
@@ -96,8 +107,9 @@ def plot_latent_scatter(guide: Guide, x: torch.Tensor, labels: torch.Tensor | No
     save_figure(fig, path)
 
 
-def plot_sample_grid(images: torch.Tensor, shape: tuple[int, int], path: str | Path, title: str) -> None:
-    """A grid of images shaped (rows, cols, P), as :func:`mixvae.evaluation.sampling.sample_images` returns."""
+def plot_sample_grid(images: torch.Tensor, shape: Sequence[int], path: str | Path, title: str) -> None:
+    """A grid of images shaped ``(rows, cols, *data_shape)``, as :func:`mixvae.evaluation.sampling.sample_images`
+    returns."""
     rows, cols = images.shape[:2]
     fig = new_figure(max(2.0, cols * 0.6), rows * 0.6 + 0.5)
     ax = fig.add_subplot()
@@ -115,11 +127,10 @@ def write_figures(run: Run, data: Dataset, metrics: list[dict[str, Any]]) -> Non
     test_x = data.test_x.to(device)
     if metrics:
         plot_losses(metrics, run.run_dir / "loss_curves.png")
-    if data.image_shape is not None:
-        plot_reconstructions(
-            run.model, run.guide, test_x, data.image_shape, run.run_dir / "reconstructions.png"
-        )
-        plot_prior_samples(run.model, data.image_shape, run.run_dir / "prior_samples.png")
+    shape = figure_shape(data.data_shape, data.image_shape)
+    if shape is not None:
+        plot_reconstructions(run.model, run.guide, test_x, shape, run.run_dir / "reconstructions.png")
+        plot_prior_samples(run.model, shape, run.run_dir / "prior_samples.png")
     if run.config.latent_dim == 2:
         n = min(5000, len(test_x))
         labels = None if data.test_y is None else data.test_y[:n]

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import re
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
+from torch import nn
 
 from mixvae import sites as _sites
 from mixvae.distributions import distribution_mean, distribution_variance
-from mixvae.nn import data_plate, unique_pyro_name
+from mixvae.networks import MLPEncoder, data_shape_of
+from mixvae.nn import check_batch, data_plate, unique_pyro_name
 from mixvae.options import NoOptions
 from mixvae.registry import Registry
 from mixvae.sites import Site
@@ -40,7 +44,11 @@ class Guide(PyroModule):
     :meth:`diag_components` (q(z | x) as diagonal Gaussians, for the
     VampPrior's fast density).
 
-    :param data_dim: dimension P of ``x``.
+    The encoder body is a network part (:mod:`mixvae.networks`: ``mlp``,
+    ``conv`` or a user's module), handed to :meth:`from_config`; the guide
+    owns the heads that turn its features into the sites' parameters.
+
+    :param data_shape: shape of one ``x``: ``(P,)`` (an int P is taken as it) or ``(C, H, W)``.
     :param latent_dim: dimension D of ``z``.
     """
 
@@ -64,14 +72,24 @@ class Guide(PyroModule):
             enumerated = _sites.enumerated_names(cls.sites)
             cls.discrete_site = enumerated[0] if enumerated else None
 
-    def __init__(self, data_dim: int, latent_dim: int) -> None:
+    def __init__(self, data_shape: int | Sequence[int], latent_dim: int) -> None:
         super().__init__(name=unique_pyro_name(self))
-        self.data_dim = data_dim
+        self.data_shape = data_shape_of(data_shape)
         self.latent_dim = latent_dim
 
+    @property
+    def data_dim(self) -> int:
+        """The number P of values of one ``x`` (the product of :attr:`data_shape`)."""
+        return math.prod(self.data_shape)
+
+    def default_body(self, hidden: Sequence[int]) -> nn.Module:
+        """The MLP body with ``hidden`` layers, for a guide built by hand without a ``body``."""
+        return MLPEncoder(self.data_dim, hidden)
+
     @classmethod
-    def from_config(cls, config: TrainConfig, data_dim: int) -> Guide:
-        """Build the guide a training configuration asks for."""
+    def from_config(cls, config: TrainConfig, data_shape: tuple[int, ...], body: nn.Module) -> Guide:
+        """Build the guide a training configuration asks for, around the encoder ``body``
+        (``(B, *data_shape) -> (B, body.out_features)``, made by the configured network)."""
         raise NotImplementedError
 
     @property
@@ -159,5 +177,21 @@ class Guide(PyroModule):
     def forward(
         self, x: torch.Tensor, num_data: int | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
+        check_batch(x, self.data_shape)
         with data_plate(x, num_data):
             return self.sample_latents(x, labels)
+
+
+def legacy_mlp_keys(state_dict: dict, prefix: str, *args: object) -> None:
+    """``load_state_dict`` pre-hook: the keys of a mixvae 0.1 guide whose one MLP ``net``
+    ended in its head become ``body.*`` and ``head.*`` (the same layers, the same order)."""
+    pattern = re.compile(re.escape(prefix) + r"net\.(\d+)\.(.+)")
+    found = {k: pattern.fullmatch(k) for k in list(state_dict)}
+    found = {k: m for k, m in found.items() if m}
+    if not found:
+        return
+    last = max(int(m.group(1)) for m in found.values())
+    for key, m in found.items():
+        i, rest = int(m.group(1)), m.group(2)
+        new = f"{prefix}head.{rest}" if i == last else f"{prefix}body.{i}.{rest}"
+        state_dict[new] = state_dict.pop(key)

@@ -13,7 +13,7 @@ from torch import nn
 
 from mixvae.distributions import diag_normal_mixture
 from mixvae.guides.base import GUIDES, Guide
-from mixvae.nn import mlp, positive
+from mixvae.nn import positive
 from mixvae.options import components_option
 from mixvae.sites import Site
 
@@ -40,10 +40,11 @@ class CategoricalGuide(Guide):
     ``(mu, sigma)(x, y) = g(A h + E[y])`` with a learned embedding ``E`` of y,
     which broadcasts over an enumerated ``y`` without copying ``h``.
 
-    :param data_dim: dimension P of ``x``.
+    :param data_shape: shape of one ``x``: ``(P,)`` (or an int P) or ``(C, H, W)``.
     :param latent_dim: dimension D of ``z``.
     :param num_components: number K of values of ``y`` (must equal the prior's).
-    :param hidden: hidden layer sizes of the shared encoder body.
+    :param hidden: hidden layer sizes of the default MLP body.
+    :param body: the shared encoder body (see :mod:`mixvae.networks`); default an MLP.
     """
 
     sites = (Site("y", "y_dist", enumerated=True), Site("z", "z_dist"))
@@ -56,16 +57,16 @@ class CategoricalGuide(Guide):
 
     def __init__(
         self,
-        data_dim: int,
+        data_shape: int | Sequence[int],
         latent_dim: int,
         num_components: int,
         hidden: Sequence[int] = (512, 512),
+        *,
+        body: nn.Module | None = None,
     ) -> None:
-        super().__init__(data_dim, latent_dim)
-        width = hidden[-1] if hidden else data_dim
-        self.body = mlp([data_dim, *hidden]) if hidden else nn.Identity()
-        if hidden:  # the body ends with a linear layer; add its activation
-            self.body.append(nn.ReLU())
+        super().__init__(data_shape, latent_dim)
+        self.body = self.default_body(hidden) if body is None else body
+        width = self.body.out_features
         self.y_head = nn.Linear(width, num_components)
         self.h_proj = nn.Linear(width, width)
         self.y_embed = nn.Embedding(num_components, width)
@@ -73,8 +74,10 @@ class CategoricalGuide(Guide):
         pyro.nn.module.to_pyro_module_(self)
 
     @classmethod
-    def from_config(cls, config: TrainConfig, data_dim: int) -> CategoricalGuide:
-        return cls(data_dim, config.latent_dim, config.components, config.hidden)
+    def from_config(
+        cls, config: TrainConfig, data_shape: tuple[int, ...], body: nn.Module
+    ) -> CategoricalGuide:
+        return cls(data_shape, config.latent_dim, config.components, body=body)
 
     @property
     def num_components(self) -> int:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mixvae.guides.base import GUIDES, Guide
-from mixvae.nn import mlp, positive
+from mixvae.nn import positive
 from mixvae.options import option
 from mixvae.sites import Site
 
@@ -31,10 +31,11 @@ class DilokthanakulGuide(Guide):
 
     The component ``c`` is not in the guide: the model sums it out exactly.
 
-    :param data_dim: dimension P of ``x``.
+    :param data_shape: shape of one ``x``: ``(P,)`` (or an int P) or ``(C, H, W)``.
     :param latent_dim: dimension D of ``z``.
     :param w_dim: dimension W of ``w``.
-    :param hidden: hidden layer sizes of the shared encoder body.
+    :param hidden: hidden layer sizes of the default MLP body.
+    :param body: the shared encoder body (see :mod:`mixvae.networks`); default an MLP.
     """
 
     sites = (Site("w", "w_dist"), Site("z", "z_dist"))
@@ -46,21 +47,27 @@ class DilokthanakulGuide(Guide):
     story = "q(w|x) q(z|x), both diagonal Gaussians; for the dilokthanakul prior"
 
     def __init__(
-        self, data_dim: int, latent_dim: int, w_dim: int, hidden: Sequence[int] = (512, 512)
+        self,
+        data_shape: int | Sequence[int],
+        latent_dim: int,
+        w_dim: int,
+        hidden: Sequence[int] = (512, 512),
+        *,
+        body: nn.Module | None = None,
     ) -> None:
-        super().__init__(data_dim, latent_dim)
+        super().__init__(data_shape, latent_dim)
         self.w_dim = w_dim
-        width = hidden[-1] if hidden else data_dim
-        self.body = mlp([data_dim, *hidden]) if hidden else nn.Identity()
-        if hidden:
-            self.body.append(nn.ReLU())
+        self.body = self.default_body(hidden) if body is None else body
+        width = self.body.out_features
         self.z_head = nn.Linear(width, 2 * latent_dim)
         self.w_head = nn.Linear(width, 2 * w_dim)
         pyro.nn.module.to_pyro_module_(self)
 
     @classmethod
-    def from_config(cls, config: TrainConfig, data_dim: int) -> DilokthanakulGuide:
-        return cls(data_dim, config.latent_dim, config.w_dim or config.latent_dim, config.hidden)
+    def from_config(
+        cls, config: TrainConfig, data_shape: tuple[int, ...], body: nn.Module
+    ) -> DilokthanakulGuide:
+        return cls(data_shape, config.latent_dim, config.w_dim or config.latent_dim, body=body)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 
 import pyro.distributions as dist
 import torch
+from pyro.nn.module import to_pyro_module_
+from torch import nn
 
 from mixvae.distributions import diag_normal_mixture
-from mixvae.guides.base import GUIDES, Guide
-from mixvae.nn import mlp, positive
+from mixvae.guides.base import GUIDES, Guide, legacy_mlp_keys
+from mixvae.nn import positive
 from mixvae.options import components_option, option
 from mixvae.sites import Site
 
@@ -34,10 +36,12 @@ class MixtureGuide(Guide):
     sampled or enumerated in the guide: an index that existed only in the guide
     would inflate the bound by up to :math:`\log K`.
 
-    :param data_dim: dimension P of ``x``.
+    :param data_shape: shape of one ``x``: ``(P,)`` (or an int P) or ``(C, H, W)``.
     :param latent_dim: dimension D of ``z`` (D = 1 is supported).
     :param num_components: number K of encoder components, independent of the prior's.
-    :param hidden: hidden layer sizes of the encoder MLP.
+    :param hidden: hidden layer sizes of the default MLP body.
+    :param body: the encoder body (see :mod:`mixvae.networks`); the guide owns its head, a
+        linear map to K (means, scales, logit).
     """
 
     sites = (Site("z", "z_dist"),)
@@ -53,27 +57,32 @@ class MixtureGuide(Guide):
 
     def __init__(
         self,
-        data_dim: int,
+        data_shape: int | Sequence[int],
         latent_dim: int,
         num_components: int,
         hidden: Sequence[int] = (512, 512),
+        *,
+        body: nn.Module | None = None,
     ) -> None:
-        super().__init__(data_dim, latent_dim)
+        super().__init__(data_shape, latent_dim)
         self._k = num_components
+        self.body = self.default_body(hidden) if body is None else body
         # Output per component: D means, D raw scales, 1 logit.
-        self.net = mlp([data_dim, *hidden, num_components * (2 * latent_dim + 1)])
+        self.head = nn.Linear(self.body.out_features, num_components * (2 * latent_dim + 1))
+        to_pyro_module_(self)
+        self._register_load_state_dict_pre_hook(legacy_mlp_keys)
 
     @classmethod
-    def from_config(cls, config: TrainConfig, data_dim: int) -> MixtureGuide:
+    def from_config(cls, config: TrainConfig, data_shape: tuple[int, ...], body: nn.Module) -> MixtureGuide:
         k = config.guide_components or config.components
-        return cls(data_dim, config.latent_dim, k, config.hidden)
+        return cls(data_shape, config.latent_dim, k, body=body)
 
     @property
     def num_components(self) -> int:
         return self._k
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.head(self.body(x))
 
     def _split(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         d = self.latent_dim

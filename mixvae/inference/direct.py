@@ -43,6 +43,7 @@ from mixvae.guides.base import Guide
 from mixvae.inference.objectives import LatentScale, has_discrete_site, make_elbo
 from mixvae.models.priors import Prior
 from mixvae.models.vae import VAE
+from mixvae.nn import check_batch
 
 #: relative tolerance of :func:`verify_direct` (float32 sums of a minibatch in another order)
 VERIFY_RTOL = 1e-4
@@ -89,6 +90,7 @@ def direct_loss(
     ``"data"`` plate.  Only for pairs without a :func:`direct_problem`.
     """
     prior, decoder = model.prior, model.decoder
+    check_batch(x, decoder.data_shape)
     scale = (len(x) if num_data is None else num_data) / len(x)
     h = guide.encode(x)
     values: dict[str, torch.Tensor] = {}

@@ -39,6 +39,7 @@ from mixvae.errors import ConfigError
 from mixvae.guides import Guide
 from mixvae.inference.direct import _batch_arguments, _within_pyro_contexts
 from mixvae.models import VAE
+from mixvae.nn import check_batch
 
 Latents = Mapping[str, torch.Tensor]
 
@@ -104,6 +105,7 @@ def iwae_loss(
     beta: float = 1.0,
 ) -> torch.Tensor:
     """The negative importance-weighted bound of the minibatch ``x``, scaled to ``num_data`` points."""
+    check_batch(x, model.decoder.data_shape)
     bound = iwae_bound(log_weights(model, guide.q_latents(x), x, particles, beta=beta))
     scale = 1.0 if num_data is None else num_data / len(x)
     return -scale * bound.sum()

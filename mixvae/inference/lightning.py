@@ -204,7 +204,13 @@ def _fit_lightning(run: Run, data: Dataset, origin: dict[str, Any] | None, train
         save_checkpoint(
             run_dir / "checkpoint.pt",
             checkpoint_payload(
-                (run.model, run.guide), run.config, optimizer, data.data_dim, pos, gen, run_id=run_id(run_dir)
+                (run.model, run.guide),
+                run.config,
+                optimizer,
+                data.data_shape,
+                pos,
+                gen,
+                run_id=run_id(run_dir),
             ),
         )
         run.summary = summarize(run, data)

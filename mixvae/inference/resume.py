@@ -15,7 +15,14 @@ from mixvae.inference.train import _fit, _optimizer
 from mixvae.plugins import record_plugins
 from mixvae.runs.checkpoint import Position, load_checkpoint, restore_rng
 from mixvae.runs.files import clean_temporaries, write_text
-from mixvae.runs.folder import Run, check_belongs, config_from_payload, load_into_run, restore_metrics
+from mixvae.runs.folder import (
+    Run,
+    check_belongs,
+    config_from_payload,
+    load_into_run,
+    payload_data_shape,
+    restore_metrics,
+)
 from mixvae.runs.lock import RunLock
 from mixvae.runs.manifest import adopt_legacy, is_legacy_run
 
@@ -36,6 +43,8 @@ def resume(
     progress: bool = True,
     figures: bool = True,
     after_step: Callable[[int], None] | None = None,
+    encoder: torch.nn.Module | None = None,
+    decoder: torch.nn.Module | None = None,
 ) -> Run:
     """Continue a run from its ``checkpoint.pt`` up to ``epochs`` epochs in total.
 
@@ -53,6 +62,8 @@ def resume(
     one trained straight through (with the same ``lr`` and ``clip_grad``).
     The checkpoint must be the folder's own (its run id) and pass its
     checksum; ``metrics.jsonl`` is rewritten from the history it carries.
+    A run trained with your own modules (``network="given"``) needs fresh
+    ``encoder`` and ``decoder`` modules of the same architecture again.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoint.pt").is_file():
@@ -90,14 +101,15 @@ def resume(
         data = (
             dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
         )
-        if data.data_dim != int(payload["data_dim"]):
+        trained_on = payload_data_shape(payload, config)
+        if data.data_shape != trained_on:
             raise DataError(
-                f"the data have {data.data_dim} columns but the run in {run_dir} was trained on "
-                f"{payload['data_dim']}; resume it with the data set it was trained on"
+                f"the data have shape {data.data_shape} per point but the run in {run_dir} was trained on "
+                f"{trained_on}; resume it with the data set it was trained on"
             )
         check_data(data, config)
         write_text(run_dir / "config.json", config.to_json() + "\n")
-        run = load_into_run(payload, config, run_dir)
+        run = load_into_run(payload, config, run_dir, encoder, decoder)
         run.model.to(dev)
         run.guide.to(dev)
         optimizer = _optimizer(run)

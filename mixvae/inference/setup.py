@@ -17,27 +17,42 @@ from mixvae.guides import Guide
 from mixvae.inference.tracking import check_logger
 from mixvae.inference.warmstart import warm_start
 from mixvae.models import LIKELIHOODS, VAE
+from mixvae.networks import AUTO, GIVEN, NETWORKS, resolve
 from mixvae.plugins import record_plugins
 from mixvae.runs.files import write_json, write_text
 from mixvae.runs.folder import Run, prepare_run_dir
 
 
 def check_data(data: Dataset, config: TrainConfig) -> None:
-    """Refuse data the likelihood cannot score, with the fix in the message."""
+    """Refuse data the likelihood cannot score, with the fix in the message.
+
+    The range comes from the likelihood's declared ``support`` (an interval,
+    or ``None`` for real values), whatever the class is called.
+    """
+    support = LIKELIHOODS[config.likelihood].support
     for split, x in (("training", data.train_x), ("held-out", data.test_x)):
-        if x.ndim != 2 or len(x) == 0:
-            raise DataError(f"the {split} data must be a non-empty (N, P) tensor, got shape {tuple(x.shape)}")
+        if x.ndim not in (2, 4) or len(x) == 0:
+            raise DataError(
+                f"the {split} data must be a non-empty (N, P) or (N, C, H, W) tensor, got shape {tuple(x.shape)}"
+            )
         if not torch.isfinite(x).all():
             raise DataError(
                 f"the {split} data of {data.name!r} contains NaN or inf; clean or impute it first"
             )
-        if LIKELIHOODS[config.likelihood].unit_interval and (x.min() < 0 or x.max() > 1):
+        if support is not None and (x.min() < support[0] or x.max() > support[1]):
             raise DataError(
                 f"the {split} data lies in [{float(x.min()):.3g}, {float(x.max()):.3g}], outside the "
-                f"[0, 1] the {config.likelihood} likelihood needs; rescale it or use --likelihood gaussian"
+                f"[{support[0]:g}, {support[1]:g}] the {config.likelihood} likelihood needs; rescale it "
+                "or use --likelihood gaussian"
             )
-    if data.test_x.shape[1] != data.train_x.shape[1]:
-        raise DataError("training and held-out data have different numbers of columns")
+    if data.test_x.shape[1:] != data.train_x.shape[1:]:
+        raise DataError(
+            f"training data of shape {tuple(data.train_x.shape[1:])} per point and held-out data of shape "
+            f"{tuple(data.test_x.shape[1:])} do not belong together"
+        )
+    problem = None if config.network in (AUTO, GIVEN) else NETWORKS[config.network].problem(data.data_shape)
+    if problem:
+        raise ConfigError(f"{problem}; use --network mlp (or auto)")
     if config.batch_size > len(data.train_x):
         raise ConfigError(
             f"--batch-size {config.batch_size} is larger than the {len(data.train_x)} training "
@@ -51,8 +66,9 @@ def start_run(
     *,
     device: torch.device,
     write: bool = True,
-    builder: Callable[[TrainConfig, int], tuple[VAE, Guide]] = build,
+    builder: Callable[..., tuple[VAE, Guide]] = build,
     claim: bool = True,
+    given: bool = False,
 ) -> tuple[Run, Dataset, dict[str, Any] | None]:
     """A new run, ready for its first step: checked, its data loaded, model and guide built.
 
@@ -63,6 +79,7 @@ def start_run(
     start (``--init-from``).
 
     :param write: write ``config.json`` and ``init_from.json`` now (Lightning's rank 0 writes them at the end).
+    :param given: the builder puts the user's own encoder and decoder modules in (``network="given"``).
     :param claim: prepare and lock the run folder (:func:`~mixvae.runs.folder.prepare_run_dir`);
         the new run's ``lock`` is held until the caller releases it (``with run.lock:``).
     :returns: the run, its data and where its warm start came from (or ``None``).
@@ -74,6 +91,7 @@ def start_run(
         DATASETS[config.dataset]  # unknown names fail before any loading
     data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
     check_data(data, config)
+    config.network = GIVEN if given else resolve(config.network, data.data_shape)  # recorded in config.json
     check_logger(config.logger)  # a missing package is refused before the folder is written
     if claim:
         run_dir, lock = prepare_run_dir(config, "train")
@@ -83,7 +101,7 @@ def start_run(
         if write:
             write_text(run_dir / "config.json", config.to_json() + "\n")
         pyro.set_rng_seed(config.seed)
-        model, guide = builder(config, data.data_dim)
+        model, guide = builder(config, data.data_shape)
         run = Run(model.to(device), guide.to(device), config, run_dir, lock=lock)
         # Its own generator: priors without a data-dependent start leave every stream untouched.
         model.prior.initialise_from_data(data.train_x, torch.Generator().manual_seed(config.seed))

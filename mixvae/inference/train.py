@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -14,6 +15,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from mixvae.build import build
 from mixvae.config import TrainConfig, resolve_device
 from mixvae.data import Dataset, evaluation_data
 from mixvae.errors import DataError, RunFolderError
@@ -41,6 +43,8 @@ def train(
     progress: bool = True,
     figures: bool = True,
     after_step: Callable[[int], None] | None = None,
+    encoder: torch.nn.Module | None = None,
+    decoder: torch.nn.Module | None = None,
     **overrides: Any,
 ) -> Run:
     """Train a model/guide pair on the ELBO of :func:`~mixvae.inference.objectives.make_elbo`.
@@ -66,6 +70,10 @@ def train(
     :param progress: show a tqdm progress bar with the running loss.
     :param figures: write the PNG figures.
     :param after_step: called with the number of completed steps after each step.
+    :param encoder: your own encoder body, a module ``(B, *data_shape) -> (B, F)`` (given with
+        ``decoder``; see :func:`mixvae.build`); the run records ``network="given"`` and
+        :func:`~mixvae.load_run` / :func:`resume` need the modules again.
+    :param decoder: your own decoder network, ``(B, D) -> (B, K * first, *rest)``.
     :returns: the trained :class:`Run`.
     """
     if isinstance(dataset, str):  # train(dataset="mnist"): the name of a registered data set
@@ -74,7 +82,9 @@ def train(
     if dataset is not None:
         config.dataset = dataset.name  # what the run was trained on, for later commands
     device = resolve_device(config.device)
-    run, data, _ = start_run(config, dataset, device=device)
+    given = encoder is not None or decoder is not None
+    builder = functools.partial(build, encoder=encoder, decoder=decoder) if given else build
+    run, data, _ = start_run(config, dataset, device=device, builder=builder, given=given)
     assert run.lock is not None
     try:
         optimizer = _optimizer(run)
@@ -164,7 +174,7 @@ class _Fit:
             (self.run.model, self.run.guide),
             self.config,
             self.optimizer,
-            self.data.data_dim,
+            self.data.data_shape,
             self.pos,
             self.gen,
             run_id=self.run_id,

@@ -1,7 +1,8 @@
-"""Decoders: p(x | z) for data flattened to vectors of length P."""
+"""Decoders: p(x | z) for data of any shape, (P,) or (C, H, W)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
@@ -9,9 +10,10 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
+from pyro.nn.module import to_pyro_module_
 from torch import nn
 
-from mixvae.nn import mlp
+from mixvae.networks import MLPDecoder, data_shape_of
 from mixvae.options import NoOptions
 from mixvae.registry import Registry
 
@@ -22,46 +24,109 @@ LIKELIHOODS: Registry[type[Decoder]] = Registry("likelihood")
 
 
 class Decoder(PyroModule):
-    """An MLP from ``z`` to the parameters of p(x | z), independent over pixels.
+    """p(x | z): a decoder network from ``z`` to the likelihood's parameters, independent over values.
+
+    The network (:mod:`mixvae.networks`: ``mlp``, ``conv`` or a user's module)
+    maps ``z`` of shape ``(..., D)`` to ``(..., K, *data_shape)``, the K =
+    :meth:`param_channels` parameters of every data value; the likelihood
+    reads them.  ``x`` keeps its shape, ``(P,)`` or ``(C, H, W)``: the
+    distribution's event shape is ``data_shape``.
 
     :param latent_dim: dimension D of ``z``.
-    :param data_dim: dimension P of ``x``.
-    :param hidden: hidden layer sizes; ``()`` gives a linear decoder.
+    :param data_shape: shape of one ``x``: ``(P,)`` (an int P is taken as it) or ``(C, H, W)``.
+    :param hidden: hidden layer sizes of the default MLP network; ``()`` gives a linear decoder.
+    :param net: the decoder network; default an MLP with ``hidden`` layers.
     """
 
-    #: whether x must lie in [0, 1]
-    unit_interval: ClassVar[bool] = False
+    #: the interval the data must lie in (``(0.0, 1.0)``), or ``None`` for real-valued data;
+    #: the data checks read it, whatever the class is called
+    support: ClassVar[tuple[float, float] | None] = None
     story: ClassVar[str] = ""
     name: ClassVar[str] = ""
     #: the likelihood's own options (a dataclass of :func:`mixvae.options.option` fields)
     Options: ClassVar[type] = NoOptions
 
-    def __init__(self, latent_dim: int, data_dim: int, hidden: Sequence[int] = (512, 512)) -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        data_shape: int | Sequence[int],
+        hidden: Sequence[int] = (512, 512),
+        *,
+        net: nn.Module | None = None,
+    ) -> None:
         super().__init__()
-        self.data_dim = data_dim
-        self.net = mlp([latent_dim, *hidden, data_dim])
+        self.data_shape = data_shape_of(data_shape)
+        self.latent_dim = latent_dim
+        #: K, the parameters per data value the network makes
+        self.channels = self.param_channels()
+        self.net = MLPDecoder(latent_dim, hidden, self.data_shape, self.channels) if net is None else net
+        to_pyro_module_(self.net)
+
+    @property
+    def unit_interval(self) -> bool:
+        """Whether the data must lie in [0, 1] (read from :attr:`support`)."""
+        return self.support == (0.0, 1.0)
+
+    @property
+    def data_dim(self) -> int:
+        """The number P of values of one ``x``."""
+        return math.prod(self.data_shape)
+
+    @property
+    def event_dims(self) -> int:
+        """The number of data axes, ``len(data_shape)``: the event dimensions of p(x | z)."""
+        return len(self.data_shape)
 
     @classmethod
-    def from_config(cls, config: TrainConfig, data_dim: int) -> Decoder:
-        """Build the decoder a training configuration asks for."""
-        return cls(config.latent_dim, data_dim, config.hidden)
+    def param_channels(cls, config: TrainConfig | None = None) -> int:
+        """K, the number of parameters the network makes per data value (1: one logit, one mean)."""
+        return 1
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, data_shape: tuple[int, ...], net: nn.Module) -> Decoder:
+        """Build the decoder a training configuration asks for, around the decoder network ``net``
+        (``(..., D) -> (..., param_channels(config), *data_shape)``, made by the configured network)."""
+        return cls(config.latent_dim, data_shape, net=net)
+
+    def params(self, z: torch.Tensor) -> torch.Tensor:
+        """The network's output: shape ``z.shape[:-1] + (K, *data_shape)``, or
+        ``z.shape[:-1] + data_shape`` when K = 1."""
+        return self.net(z)
+
+    def param(self, z: torch.Tensor, k: int = 0) -> torch.Tensor:
+        """The ``k``-th parameter of every value, shape ``z.shape[:-1] + data_shape``."""
+        out = self.net(z)
+        return out if self.channels == 1 else out.select(-self.event_dims - 1, k)
 
     def forward(self, z: torch.Tensor) -> dist.TorchDistribution:
-        """p(x | z), batch shape ``z.shape[:-1]``, event shape (P,)."""
+        """p(x | z), batch shape ``z.shape[:-1]``, event shape ``data_shape``."""
         raise NotImplementedError
 
     def mean(self, z: torch.Tensor) -> torch.Tensor:
-        """E[x | z], for reconstructions and sample figures."""
+        """E[x | z], for reconstructions and sample figures; shape ``z.shape[:-1] + data_shape``."""
         raise NotImplementedError
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """log p(x | z) summed over the P pixels, shape ``z.shape[:-1]`` (``x`` broadcasts).
+        """log p(x | z) summed over the data values, shape ``z.shape[:-1]`` (``x`` broadcasts).
 
         The same number as ``self(z).log_prob(x)``; subclasses may write it out
         without building the distribution object (the training and evaluation
         loops call it once per step or chunk).
         """
         return self(z).log_prob(x)
+
+    def sum_values(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum a per-value tensor ``(..., *data_shape)`` over the data axes."""
+        return values.flatten(-self.event_dims).sum(-1)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        # mixvae 0.1 kept images flat: its per-value parameters (a learned scale) had shape (P,)
+        for name, own in self.state_dict(keep_vars=True).items():
+            key = prefix + name
+            old = state_dict.get(key) if "." not in name else None
+            if old is not None and old.shape != own.shape and old.numel() == own.numel():
+                state_dict[key] = old.reshape(own.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 @LIKELIHOODS.register("bernoulli")
@@ -73,19 +138,19 @@ class BernoulliDecoder(Decoder):
     the usual binarised-MNIST likelihood.
     """
 
-    unit_interval = True
+    support = (0.0, 1.0)
     story = "x_p | z ~ Bernoulli(sigmoid(f(z))_p), data in [0, 1]"
 
     def forward(self, z: torch.Tensor) -> dist.TorchDistribution:
         # validate_args=False: grey levels are not in Bernoulli's {0, 1} support.
-        return dist.Bernoulli(logits=self.net(z), validate_args=False).to_event(1)
+        return dist.Bernoulli(logits=self.param(z), validate_args=False).to_event(self.event_dims)
 
     def mean(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(z))
+        return torch.sigmoid(self.param(z))
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        logits, x = torch.broadcast_tensors(self.net(z), x)
-        return -nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        logits, x = torch.broadcast_tensors(self.param(z), x)
+        return -self.sum_values(nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none"))
 
 
 @LIKELIHOODS.register("gaussian")
@@ -97,15 +162,17 @@ class GaussianDecoder(Decoder):
     def __init__(
         self,
         latent_dim: int,
-        data_dim: int,
+        data_shape: int | Sequence[int],
         hidden: Sequence[int] = (512, 512),
         init_scale: float = 1.0,
+        *,
+        net: nn.Module | None = None,
     ) -> None:
-        super().__init__(latent_dim, data_dim, hidden)
-        self.scale = PyroParam(torch.full((data_dim,), float(init_scale)), constraints.positive)
+        super().__init__(latent_dim, data_shape, hidden, net=net)
+        self.scale = PyroParam(torch.full(self.data_shape, float(init_scale)), constraints.positive)
 
     def forward(self, z: torch.Tensor) -> dist.TorchDistribution:
-        return dist.Normal(self.net(z), self.scale).to_event(1)
+        return dist.Normal(self.param(z), self.scale).to_event(self.event_dims)
 
     def mean(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        return self.param(z)

@@ -74,7 +74,9 @@ class DilokthanakulPrior(Prior):
         self.register_buffer("_logits", torch.zeros(num_components))
 
     @classmethod
-    def from_config(cls, config: TrainConfig, data_dim: int, guide: torch.nn.Module) -> DilokthanakulPrior:
+    def from_config(
+        cls, config: TrainConfig, data_shape: tuple[int, ...], guide: torch.nn.Module
+    ) -> DilokthanakulPrior:
         w_dim = config.w_dim or config.latent_dim
         return cls(config.latent_dim, config.components, w_dim, zprior_threshold=config.zprior_threshold)
 

@@ -91,7 +91,7 @@ class Prior(PyroModule):
         self.latent_dim = latent_dim
 
     @classmethod
-    def from_config(cls, config: TrainConfig, data_dim: int, guide: torch.nn.Module) -> Prior:
+    def from_config(cls, config: TrainConfig, data_shape: tuple[int, ...], guide: torch.nn.Module) -> Prior:
         """Build the prior a training configuration asks for.
 
         ``guide`` is handed over for priors built on the encoder (VampPrior).
@@ -330,7 +330,9 @@ class GMMPrior(Prior):
             self.scale_tril = PyroParam(eye, constraints.lower_cholesky)
 
     @classmethod
-    def from_config(cls, config: TrainConfig, data_dim: int, guide: torch.nn.Module) -> GMMPrior:
+    def from_config(
+        cls, config: TrainConfig, data_shape: tuple[int, ...], guide: torch.nn.Module
+    ) -> GMMPrior:
         return cls(config.latent_dim, config.components, learn_weights=config.mixture_weights == "learned")
 
     @property

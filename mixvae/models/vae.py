@@ -10,7 +10,7 @@ from pyro.nn import PyroModule
 
 from mixvae.models.decoders import Decoder
 from mixvae.models.priors import Prior
-from mixvae.nn import data_plate, unique_pyro_name
+from mixvae.nn import check_batch, data_plate, unique_pyro_name
 
 if TYPE_CHECKING:
     from mixvae.config import TrainConfig
@@ -54,7 +54,7 @@ class VAE(PyroModule):
         *,
         batch_size: int | None = None,
     ) -> torch.Tensor:
-        """Score ``x`` (shape (B, P)); ``num_data`` scales the minibatch to the data set.
+        """Score ``x`` (shape ``(B, *data_shape)``); ``num_data`` scales the minibatch to the data set.
 
         ``labels`` (shape (B,)) observe the prior's discrete site instead of
         enumerating it (semi-supervised training).  With ``x=None`` the model
@@ -63,6 +63,8 @@ class VAE(PyroModule):
         """
         if x is None and batch_size is None and labels is not None:
             batch_size = len(labels)
+        if x is not None:
+            check_batch(x, self.decoder.data_shape)
         with data_plate(x, num_data, batch_size):
             z = self.prior(labels)
             pyro.sample("x", self.decoder(z), obs=x)

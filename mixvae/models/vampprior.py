@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,6 +14,7 @@ from mixvae.distributions import DiagNormalMixture
 from mixvae.errors import ConfigError
 from mixvae.models.decoders import LIKELIHOODS
 from mixvae.models.priors import PRIORS, Prior
+from mixvae.networks import data_shape_of
 from mixvae.options import option
 from mixvae.sites import Site
 
@@ -37,7 +38,7 @@ class VampPrior(Prior):
     :param encoder: the guide whose ``q_z`` defines the components; it is used,
         not owned (its parameters stay the guide's).
     :param num_pseudo_inputs: K.
-    :param data_dim: dimension P of the pseudo-inputs.
+    :param data_shape: shape of the pseudo-inputs, the data's: ``(P,)`` (or an int P) or ``(C, H, W)``.
     :param unit_interval: keep the pseudo-inputs in [0, 1] (sigmoid), as the
         data of a Bernoulli likelihood are.
     :param pseudo_init: ``"random"``: start from near-constant grey images
@@ -64,7 +65,7 @@ class VampPrior(Prior):
         self,
         encoder: torch.nn.Module,
         num_pseudo_inputs: int,
-        data_dim: int,
+        data_shape: int | Sequence[int],
         unit_interval: bool = True,
         pseudo_init: str = "random",
     ) -> None:
@@ -76,22 +77,25 @@ class VampPrior(Prior):
         # registering them twice would hand them to the optimiser twice.
         object.__setattr__(self, "_encoder", encoder)
         self.unit_interval = unit_interval
-        init = torch.randn(num_pseudo_inputs, data_dim) * 0.1 + (-2.0 if unit_interval else 0.0)
+        self.data_shape = data_shape_of(data_shape)
+        init = torch.randn(num_pseudo_inputs, *self.data_shape) * 0.1 + (-2.0 if unit_interval else 0.0)
         self.pseudo_raw = torch.nn.Parameter(init)
 
     @classmethod
-    def from_config(cls, config: TrainConfig, data_dim: int, guide: torch.nn.Module) -> VampPrior:
-        unit = LIKELIHOODS[config.likelihood].unit_interval
-        return cls(guide, config.pseudo_inputs, data_dim, unit, config.pseudo_init)
+    def from_config(
+        cls, config: TrainConfig, data_shape: tuple[int, ...], guide: torch.nn.Module
+    ) -> VampPrior:
+        unit = LIKELIHOODS[config.likelihood].support == (0.0, 1.0)
+        return cls(guide, config.pseudo_inputs, data_shape, unit, config.pseudo_init)
 
     @torch.no_grad()
     def initialise_from_data(self, x: torch.Tensor, generator: torch.Generator) -> None:
         if self.pseudo_init != "data":
             return
-        k, p = self.pseudo_raw.shape
-        if x.ndim != 2 or x.shape[1] != p:
+        k = len(self.pseudo_raw)
+        if tuple(x.shape[1:]) != self.data_shape:
             raise ConfigError(
-                f"data of shape {tuple(x.shape)} cannot initialise {k} pseudo-inputs of size {p}"
+                f"data of shape {tuple(x.shape)} cannot initialise {k} pseudo-inputs of shape {self.data_shape}"
             )
         if len(x) < k:
             raise ConfigError(
@@ -106,8 +110,16 @@ class VampPrior(Prior):
         self.pseudo_raw.copy_(u)
 
     def pseudo_inputs(self) -> torch.Tensor:
-        """The K pseudo-inputs, shape (K, P)."""
+        """The K pseudo-inputs, shape ``(K, *data_shape)``."""
         return torch.sigmoid(self.pseudo_raw) if self.unit_interval else self.pseudo_raw
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        # mixvae 0.1 kept images flat: its pseudo-inputs had shape (K, P)
+        key = prefix + "pseudo_raw"
+        old = state_dict.get(key)
+        if old is not None and old.shape != self.pseudo_raw.shape and old.numel() == self.pseudo_raw.numel():
+            state_dict[key] = old.reshape(self.pseudo_raw.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def z_dist(self, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
         u = self.pseudo_inputs()

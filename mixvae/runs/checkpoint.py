@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import pickle
 import random
 import re
@@ -94,7 +95,7 @@ def checkpoint_payload(
     modules: tuple[torch.nn.Module, torch.nn.Module],
     config: TrainConfig,
     optimizer: torch.optim.Optimizer,
-    data_dim: int,
+    data_shape: int | tuple[int, ...],
     pos: Position,
     gen: torch.Generator,
     *,
@@ -111,13 +112,15 @@ def checkpoint_payload(
     construction: ``--resume`` rewrites the history from it.
     """
     model, guide = modules
+    shape = (data_shape,) if isinstance(data_shape, int) else tuple(data_shape)
     history = "".join(json.dumps(m) + "\n" for m in (metrics or []))
     return {
         "format_version": FORMAT_VERSION,
         "mixvae_version": __version__,
         "run_id": run_id or "",
         "config": config.to_json(),
-        "data_dim": data_dim,
+        "data_dim": math.prod(shape),
+        "data_shape": list(shape),
         "num_data": -1 if num_data is None else int(num_data),
         "epoch": pos.epoch,
         "metrics": history,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import torch
 from mixvae import __version__
 from mixvae.build import build
 from mixvae.config import FORMAT_VERSION, READABLE_FORMATS, TrainConfig, resolve_device
+from mixvae.data import DATASETS
 from mixvae.errors import CheckpointError, ConfigError, RunFolderError
 from mixvae.guides import Guide
 from mixvae.models import VAE
@@ -212,8 +214,26 @@ def config_from_payload(payload: dict[str, Any], run_dir: Path) -> TrainConfig:
         raise CheckpointError(f"{run_dir} holds a configuration this mixvae cannot use ({e})") from None
 
 
-def load_into_run(payload: dict[str, Any], config: TrainConfig, run_dir: Path) -> Run:
-    model, guide = build(config, int(payload["data_dim"]))
+def payload_data_shape(payload: dict[str, Any], config: TrainConfig) -> tuple[int, ...]:
+    """The data shape a checkpoint was trained on.  A mixvae 0.1 checkpoint records only the
+    number P of values (its images were flat): a registered data set's declared shape with
+    P values is taken, else ``(P,)``."""
+    if "data_shape" in payload:
+        return tuple(int(s) for s in payload["data_shape"])
+    data_dim = int(payload["data_dim"])
+    loader = DATASETS.get(config.dataset)
+    declared = tuple(getattr(loader, "data_shape", ()) or ())
+    return declared if declared and math.prod(declared) == data_dim else (data_dim,)
+
+
+def load_into_run(
+    payload: dict[str, Any],
+    config: TrainConfig,
+    run_dir: Path,
+    encoder: torch.nn.Module | None = None,
+    decoder: torch.nn.Module | None = None,
+) -> Run:
+    model, guide = build(config, payload_data_shape(payload, config), encoder=encoder, decoder=decoder)
     try:
         model.load_state_dict(payload["model"])
         guide.load_state_dict(payload["guide"])
@@ -232,13 +252,25 @@ def load_into_run(payload: dict[str, Any], config: TrainConfig, run_dir: Path) -
     return Run(model, guide, config, run_dir, epoch=int(payload["epoch"]))
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
-    """Rebuild the model and guide of a run folder from its ``checkpoint.pt``."""
+def load_run(
+    run_dir: str | Path,
+    device: str = "cpu",
+    *,
+    encoder: torch.nn.Module | None = None,
+    decoder: torch.nn.Module | None = None,
+) -> Run:
+    """Rebuild the model and guide of a run folder from its ``checkpoint.pt``.
+
+    :param encoder: for a run trained with your own modules (``network="given"``): a fresh
+        encoder module of the same architecture (given with ``decoder``); its weights are
+        read from the checkpoint.
+    :param decoder: the decoder module, likewise.
+    """
     run_dir = Path(run_dir)
     dev = resolve_device(device)  # before reading: a wrong device is not a damaged checkpoint
     payload = load_checkpoint(run_dir / "checkpoint.pt")
     check_belongs(payload, run_dir)
-    run = load_into_run(payload, config_from_payload(payload, run_dir), run_dir)
+    run = load_into_run(payload, config_from_payload(payload, run_dir), run_dir, encoder, decoder)
     run.model.to(dev)
     run.guide.to(dev)
     summary_path = run_dir / "summary.json"
@@ -276,6 +308,7 @@ def save_model(path: str | Path, model: VAE, guide: Guide, config: TrainConfig |
         "mixvae_version": __version__,
         "config": config.to_json(),
         "data_dim": model.decoder.data_dim,
+        "data_shape": list(model.decoder.data_shape),
         "epoch": 0,
         "run_id": "",
         "model": model.state_dict(),

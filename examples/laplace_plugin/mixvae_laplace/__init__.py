@@ -7,17 +7,18 @@ marginal, the component posterior, the direct ELBO) from those declarations.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroParam
+from pyro.nn.module import to_pyro_module_
 
 from mixvae.guides import GUIDES, Guide
 from mixvae.models import PRIORS, Prior
-from mixvae.nn import mlp, positive
+from mixvae.nn import positive
 from mixvae.options import option
 from mixvae.sites import Site
 
@@ -53,7 +54,7 @@ class LaplaceMixturePrior(Prior):
         )
 
     @classmethod
-    def from_config(cls, config, data_dim: int, guide: torch.nn.Module) -> LaplaceMixturePrior:
+    def from_config(cls, config, data_shape: tuple[int, ...], guide: torch.nn.Module) -> LaplaceMixturePrior:
         return cls(config.latent_dim, config.components, config.laplace_scale)
 
     @property
@@ -78,27 +79,30 @@ class FullCovGaussianGuide(Guide):
 
     with :math:`L(x)` lower triangular, its diagonal positive (softplus).
 
-    :param data_dim: dimension P of ``x``.
+    :param data_shape: shape of one ``x`` ((P,) or (C, H, W)).
     :param latent_dim: dimension D of ``z``.
-    :param hidden: hidden layer sizes of the encoder MLP.
+    :param body: the encoder body, ``(B, *data_shape) -> (B, F)``: the configured network's
+        (``--network mlp | conv``), or your own module.
     """
 
     sites = (Site("z", "z_dist"),)
     story = "q(z|x) = N(mu(x), L(x) L(x)^T), full covariance"
 
-    def __init__(self, data_dim: int, latent_dim: int, hidden: Sequence[int] = (512, 512)) -> None:
-        super().__init__(data_dim, latent_dim)
+    def __init__(self, data_shape: tuple[int, ...], latent_dim: int, body: torch.nn.Module) -> None:
+        super().__init__(data_shape, latent_dim)
         d = latent_dim
-        self.net = mlp([data_dim, *hidden, d + d * (d + 1) // 2])
+        self.body = body
+        self.head = torch.nn.Linear(body.out_features, d + d * (d + 1) // 2)  # the guide's own head
+        to_pyro_module_(self)
         self.register_buffer("_rows", torch.tril_indices(d, d)[0], persistent=False)
         self.register_buffer("_cols", torch.tril_indices(d, d)[1], persistent=False)
 
     @classmethod
-    def from_config(cls, config, data_dim: int) -> FullCovGaussianGuide:
-        return cls(data_dim, config.latent_dim, config.hidden)
+    def from_config(cls, config, data_shape: tuple[int, ...], body: torch.nn.Module) -> FullCovGaussianGuide:
+        return cls(data_shape, config.latent_dim, body)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.head(self.body(x))
 
     def z_dist(self, h: torch.Tensor, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
         d = self.latent_dim
