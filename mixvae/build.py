@@ -20,7 +20,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from mixvae.config import TrainConfig
+from mixvae.config import TrainConfig, torch_dtype
 from mixvae.errors import ConfigError, IncompatiblePairError, PluginError, SiteDeclarationError
 from mixvae.guides import GUIDES, Guide
 from mixvae.models import LIKELIHOODS, PRIORS, VAE, Prior
@@ -327,6 +327,9 @@ def build(
     )
     decoder_part = _from_config(likelihood, "likelihood", config, shape, net)
     model = VAE(prior, decoder_part)
+    if config.dtype != "float32":  # --dtype float64: every parameter and buffer
+        model.to(torch_dtype(config.dtype))
+        guide.to(torch_dtype(config.dtype))
     check_pair(model, guide)
     _check_param_store(model, guide)
     check_sites(model, guide)

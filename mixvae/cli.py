@@ -337,10 +337,10 @@ def _sample_run(args: argparse.Namespace, run_dir: Any, out: Any) -> int:
 
     import pyro
 
-    from mixvae.data import load_dataset
     from mixvae.evaluation.sampling import sample_images
     from mixvae.figures.training import figure_shape, plot_sample_grid
     from mixvae.runs import load_run
+    from mixvae.runs.folder import run_dataset
 
     run = load_run(run_dir)
     component: int | str | None = args.component
@@ -351,7 +351,7 @@ def _sample_run(args: argparse.Namespace, run_dir: Any, out: Any) -> int:
             raise ConfigError(f"--component takes an integer or 'all', got {component!r}") from None
     c = run.config
     # a stored run never downloads by itself (its data folder is the one it was trained on)
-    data = None if args.source == "prior" else load_dataset(c.dataset, c.data_dir, download=False)
+    data = None if args.source == "prior" else run_dataset(c, run_dir)
     shape = figure_shape(run.model.decoder.data_shape, None if data is None else data.image_shape)
     if shape is None and data is not None:
         raise ConfigError(f"data set {c.dataset!r} has no image shape to draw")

@@ -68,6 +68,13 @@ def resolve_device(name: str) -> Any:
     return device
 
 
+def torch_dtype(name: str) -> Any:
+    """The :class:`torch.dtype` of ``--dtype NAME`` (float32 or float64)."""
+    import torch
+
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
 def _opt(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
@@ -84,7 +91,9 @@ class TrainConfig:
 
     prior: str = _opt("gmm", "prior over the latent code (see `mixvae list`)")
     guide: str = _opt("categorical", "encoder / variational family (see `mixvae list`)")
-    dataset: str = _opt("digits", "data set (see `mixvae list`)")
+    dataset: str = _opt(
+        "digits", "data set: a registered name (see `mixvae list`), an .npz / .npy file or a folder of images"
+    )
     data_dir: str | None = _opt(None, "folder with the data files (default: ~/.cache/mixvae/DATASET)")
     download: bool = _opt(True, "download missing data files (--no-download to forbid)")
     binarize: str = _opt("none", "binarisation of the data: none | dynamic", choices=("none", "dynamic"))
@@ -152,6 +161,11 @@ class TrainConfig:
         choices=("none", "csv", "tensorboard", "mlflow", "wandb"),
     )
     device: str = _opt("cpu", "torch device: cpu | cuda")
+    dtype: str = _opt(
+        "float32",
+        "floating dtype of the parameters and the data: float32 | float64",
+        choices=("float32", "float64"),
+    )
     out: str | None = _opt(None, "run folder (default: runs/PRIOR-GUIDE-DATASET-TIMESTAMP)")
     overwrite: bool = _opt(False, "replace a run already in --out")
     plugins: tuple[str, ...] = _opt(

@@ -175,3 +175,18 @@ def test_a_minibatch_of_another_shape_is_one_line(small_digit_images):
         svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), elbo)
         with pytest.raises(DataError, match=r"minibatch of shape \(16, 1, 8, 8\) .* \(64,\); flatten it"):
             svi.step(x, num_data=600)
+
+
+def test_readme_own_networks_example_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "encoder=encoder" in b]
+    assert len(blocks) == 1, "README.md has no python block with your own networks"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    run = namespace["run"]
+    assert run.config.network == "given" and run.epoch == 2
+    assert (tmp_path / "runs" / "own-networks" / "checkpoint.pt").is_file()

@@ -1,6 +1,6 @@
-"""Data sets, returned whole as tensors (they fit in memory).
-
-``DATASETS`` is the registry the CLI and the Python API share.
+"""Data sets, returned whole as tensors: the registered ones (``DATASETS``, shared by the CLI and
+the Python API) and your own arrays, ``.npz`` / ``.npy`` files and folders of images
+(:mod:`mixvae.data.arrays`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,56 @@ from mixvae.data import mnist as _mnist  # noqa: F401 - registers "mnist", "fash
 from mixvae.data import cifar as _cifar  # noqa: F401 - registers "cifar10"
 
 # isort: on
+from pathlib import Path
+
+import torch
+
+from mixvae.data.arrays import from_arrays, load_path
 from mixvae.data.base import DATASETS, EVAL_BINARIZE_SEED, Dataset, evaluation_data
 from mixvae.data.idx import read_idx
+from mixvae.errors import UnknownNameError
 
 
-def load_dataset(name: str, data_dir: str | None = None, download: bool = True) -> Dataset:
-    """Load a registered data set by name (see ``DATASETS.names()``)."""
-    return DATASETS[name](data_dir, download)
+def is_data_path(name: str) -> bool:
+    """Whether ``--dataset NAME`` names a file or folder rather than a registered data set."""
+    if name in DATASETS:
+        return False
+    path = Path(name).expanduser()
+    return path.exists() or "/" in name or path.suffix.lower() in (".npz", ".npy")
 
 
-__all__ = ["DATASETS", "EVAL_BINARIZE_SEED", "Dataset", "evaluation_data", "load_dataset", "read_idx"]
+def load_dataset(
+    name: str | Path,
+    data_dir: str | None = None,
+    download: bool = True,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> Dataset:
+    """Load a registered data set by name (see ``DATASETS.names()``), or the data at a path:
+    an ``.npz`` / ``.npy`` file or a folder of images (:mod:`mixvae.data.arrays`).
+
+    :param dtype: the floating dtype of the returned tensors.
+    :raises UnknownNameError: for a name that is neither registered nor a path.
+    """
+    name = str(name)
+    if name in DATASETS:
+        return DATASETS[name](data_dir, download).to(dtype)
+    if is_data_path(name):
+        return load_path(name, dtype)
+    raise UnknownNameError(
+        f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS.names())}, or give the path of an "
+        ".npz / .npy file or a folder of images"
+    )
+
+
+__all__ = [
+    "DATASETS",
+    "EVAL_BINARIZE_SEED",
+    "Dataset",
+    "evaluation_data",
+    "from_arrays",
+    "is_data_path",
+    "load_dataset",
+    "load_path",
+    "read_idx",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,12 @@ class Dataset:
     def data_dim(self) -> int:
         """The number P of values of one data point."""
         return math.prod(self.data_shape)
+
+    def to(self, dtype: torch.dtype) -> Dataset:
+        """The same data with tensors of the floating ``dtype`` (itself when they already are)."""
+        if self.train_x.dtype == dtype and self.test_x.dtype == dtype:
+            return self
+        return dataclasses.replace(self, train_x=self.train_x.to(dtype), test_x=self.test_x.to(dtype))
 
     @property
     def num_classes(self) -> int | None:

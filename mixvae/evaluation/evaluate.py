@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mixvae.data import Dataset, evaluation_data, load_dataset
+from mixvae.config import torch_dtype
+from mixvae.data import Dataset, evaluation_data
 from mixvae.errors import CheckpointError, ConfigError
 from mixvae.evaluation.aggregate import (
     AggregateDraws,
@@ -54,7 +55,7 @@ from mixvae.inference.objectives import evaluate_elbo, has_discrete_site
 from mixvae.models import VAE
 from mixvae.rng import seeded
 from mixvae.runs.files import clean_temporaries, commit_set, staging, write_json
-from mixvae.runs.folder import EVALUATION_FIGURES, Run, load_run, read_metrics
+from mixvae.runs.folder import EVALUATION_FIGURES, Run, load_run, read_metrics, run_dataset
 from mixvae.runs.lock import RunLock
 
 __all__ = [
@@ -242,6 +243,8 @@ def evaluate_run(
     mmd_permutations: int = 200,
     classifier: Any = None,
     device: str = "cpu",
+    encoder: torch.nn.Module | None = None,
+    decoder: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     r"""Evaluate a trained run on one split and write the results into its folder.
 
@@ -272,7 +275,11 @@ def evaluate_run(
     the split; needs training labels).  The ``posthoc-gmm`` source fits and
     saves ``RUN/posthoc_gmm.pt`` when the run has none yet.
 
-    :param dataset: data to evaluate on instead of loading ``config.dataset``.
+    :param dataset: data to evaluate on instead of loading ``config.dataset`` (needed for a run
+        trained on in-memory data).
+    :param encoder: for a run trained with your own modules: fresh encoder and decoder modules of
+        the same architecture (see :func:`~mixvae.runs.load_run`).
+    :param decoder: see ``encoder``.
     :param classifier: a fitted classifier with ``predict_proba`` for the sample
         scores (default: :func:`~mixvae.evaluation.sample_quality.fit_sample_classifier`
         on the training images), so that several runs can share one.
@@ -286,14 +293,12 @@ def evaluate_run(
         raise CheckpointError(f"no checkpoint at {run_dir / 'checkpoint.pt'}; train a run there first")
     with RunLock(run_dir, "evaluate"):  # one writer at a time; evaluate writes into the folder
         clean_temporaries(run_dir)
-        run = load_run(run_dir, device=device)
+        run = load_run(run_dir, device=device, encoder=encoder, decoder=decoder)
         # the numbers of the prior as trained (a post-hoc GMM's are reported beside them)
         with run.model.prior.as_trained():
             model, guide, config = run.model, run.guide, run.config
             data = (
-                dataset
-                if dataset is not None
-                else load_dataset(config.dataset, config.data_dir, download=False)
+                dataset.to(torch_dtype(config.dtype)) if dataset is not None else run_dataset(config, run_dir)
             )
             raw_x = data.test_x if split == "test" else data.train_x
             labels = data.test_y if split == "test" else data.train_y

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from mixvae.config import resolve_device
-from mixvae.data import Dataset, load_dataset
+from mixvae.config import resolve_device, torch_dtype
+from mixvae.data import Dataset
 from mixvae.errors import CheckpointError, ConfigError, DataError
 from mixvae.inference.setup import check_data
 from mixvae.inference.train import _fit, _optimizer
@@ -22,6 +22,7 @@ from mixvae.runs.folder import (
     load_into_run,
     payload_data_shape,
     restore_metrics,
+    run_dataset,
 )
 from mixvae.runs.lock import RunLock
 from mixvae.runs.manifest import adopt_legacy, is_legacy_run
@@ -99,7 +100,9 @@ def resume(
             raise ConfigError(f"{run_dir} has already trained {done} epochs; ask for --epochs {done} or more")
         dev = resolve_device(config.device)
         data = (
-            dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
+            dataset.to(torch_dtype(config.dtype))
+            if dataset is not None
+            else run_dataset(config, run_dir, config.download)
         )
         trained_on = payload_data_shape(payload, config)
         if data.data_shape != trained_on:

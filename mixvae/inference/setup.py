@@ -10,8 +10,8 @@ import pyro
 import torch
 
 from mixvae.build import build, check_names
-from mixvae.config import TrainConfig
-from mixvae.data import DATASETS, Dataset, evaluation_data, load_dataset
+from mixvae.config import TrainConfig, torch_dtype
+from mixvae.data import DATASETS, Dataset, evaluation_data, is_data_path, load_dataset
 from mixvae.errors import ConfigError, DataError
 from mixvae.guides import Guide
 from mixvae.inference.tracking import check_logger
@@ -29,7 +29,7 @@ def check_data(data: Dataset, config: TrainConfig) -> None:
     The range comes from the likelihood's declared ``support`` (an interval,
     or ``None`` for real values), whatever the class is called.
     """
-    support = LIKELIHOODS[config.likelihood].support
+    support = LIKELIHOODS[config.likelihood].data_support()
     for split, x in (("training", data.train_x), ("held-out", data.test_x)):
         if x.ndim not in (2, 4) or len(x) == 0:
             raise DataError(
@@ -87,9 +87,15 @@ def start_run(
     config.validate()
     check_names(config)
     record_plugins(config)  # where the parts came from, for evaluate / sample / resume
+    dtype = torch_dtype(config.dtype)
     if dataset is None:
-        DATASETS[config.dataset]  # unknown names fail before any loading
-    data = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir, config.download)
+        if config.dataset not in DATASETS and is_data_path(config.dataset):
+            config.dataset = str(Path(config.dataset).expanduser().resolve())  # found again from any folder
+        elif config.dataset not in DATASETS:
+            load_dataset(config.dataset)  # unknown names fail before any loading, naming the choices
+        data = load_dataset(config.dataset, config.data_dir, config.download, dtype=dtype)
+    else:
+        data = dataset.to(dtype)
     check_data(data, config)
     config.network = GIVEN if given else resolve(config.network, data.data_shape)  # recorded in config.json
     check_logger(config.logger)  # a missing package is refused before the folder is written

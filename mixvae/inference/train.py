@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -16,8 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from mixvae.build import build
-from mixvae.config import TrainConfig, resolve_device
-from mixvae.data import Dataset, evaluation_data
+from mixvae.config import TrainConfig, resolve_device, torch_dtype
+from mixvae.data import Dataset, evaluation_data, from_arrays
 from mixvae.errors import DataError, RunFolderError
 from mixvae.evaluation.posthoc import ensure_posthoc_gmm
 from mixvae.evaluation.summary import summarize
@@ -39,7 +40,7 @@ from mixvae.runs.manifest import run_id
 def train(
     config: TrainConfig | None = None,
     *,
-    dataset: Dataset | str | None = None,
+    dataset: Dataset | str | os.PathLike | Any = None,
     progress: bool = True,
     figures: bool = True,
     after_step: Callable[[int], None] | None = None,
@@ -65,8 +66,11 @@ def train(
 
     :param config: the run's settings; ``overrides`` replace single fields
         (``train(epochs=5, prior="standard")``).
-    :param dataset: data to train on instead of ``config.dataset`` (its name is
-        recorded, the data themselves are not saved).
+    :param dataset: data to train on instead of ``config.dataset``: a :class:`Dataset`
+        (its name is recorded, the data themselves are not saved), a numpy array or torch
+        tensor of points (split 80/20 with a fixed seed; :func:`mixvae.data.from_arrays` for
+        labels and a held-out set), a registered name, or the path of an ``.npz`` / ``.npy``
+        file or a folder of images (recorded, so that evaluate and resume find it again).
     :param progress: show a tqdm progress bar with the running loss.
     :param figures: write the PNG figures.
     :param after_step: called with the number of completed steps after each step.
@@ -76,9 +80,17 @@ def train(
     :param decoder: your own decoder network, ``(B, D) -> (B, K * first, *rest)``.
     :returns: the trained :class:`Run`.
     """
-    if isinstance(dataset, str):  # train(dataset="mnist"): the name of a registered data set
-        dataset, overrides = None, {**overrides, "dataset": dataset}
+    if isinstance(dataset, str | os.PathLike):  # a registered name, or an .npz / .npy file or image folder
+        dataset, overrides = None, {**overrides, "dataset": str(dataset)}
     config = dataclasses.replace(config or TrainConfig(), **overrides)
+    if isinstance(dataset, torch.utils.data.Dataset):
+        raise DataError(
+            "a torch.utils.data.Dataset is not read by this version yet; stack it into tensors "
+            "(mixvae.data.from_arrays(x, train_y=y)) or save it as an .npz file"
+        )
+    if dataset is not None and not isinstance(dataset, Dataset):  # arrays or tensors
+        config.validate()
+        dataset = from_arrays(dataset, dtype=torch_dtype(config.dtype))
     if dataset is not None:
         config.dataset = dataset.name  # what the run was trained on, for later commands
     device = resolve_device(config.device)

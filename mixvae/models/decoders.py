@@ -64,8 +64,15 @@ class Decoder(PyroModule):
 
     @property
     def unit_interval(self) -> bool:
-        """Whether the data must lie in [0, 1] (read from :attr:`support`)."""
-        return self.support == (0.0, 1.0)
+        """Whether the data must lie in [0, 1] (read from :meth:`data_support`)."""
+        return self.data_support() == (0.0, 1.0)
+
+    @classmethod
+    def data_support(cls) -> tuple[float, float] | None:
+        """The declared :attr:`support`; a mixvae 0.1 subclass's ``unit_interval = True`` counts as (0, 1)."""
+        if cls.support is None and getattr(cls, "unit_interval", None) is True:
+            return (0.0, 1.0)
+        return cls.support
 
     @property
     def data_dim(self) -> int:

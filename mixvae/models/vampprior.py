@@ -85,7 +85,7 @@ class VampPrior(Prior):
     def from_config(
         cls, config: TrainConfig, data_shape: tuple[int, ...], guide: torch.nn.Module
     ) -> VampPrior:
-        unit = LIKELIHOODS[config.likelihood].support == (0.0, 1.0)
+        unit = LIKELIHOODS[config.likelihood].data_support() == (0.0, 1.0)
         return cls(guide, config.pseudo_inputs, data_shape, unit, config.pseudo_init)
 
     @torch.no_grad()

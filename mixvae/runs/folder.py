@@ -25,9 +25,9 @@ import torch
 
 from mixvae import __version__
 from mixvae.build import build
-from mixvae.config import FORMAT_VERSION, READABLE_FORMATS, TrainConfig, resolve_device
-from mixvae.data import DATASETS
-from mixvae.errors import CheckpointError, ConfigError, RunFolderError
+from mixvae.config import FORMAT_VERSION, READABLE_FORMATS, TrainConfig, resolve_device, torch_dtype
+from mixvae.data import DATASETS, Dataset, is_data_path, load_dataset
+from mixvae.errors import CheckpointError, ConfigError, DataError, RunFolderError
 from mixvae.guides import Guide
 from mixvae.models import VAE
 from mixvae.models.posthoc import PosthocGMM
@@ -212,6 +212,25 @@ def config_from_payload(payload: dict[str, Any], run_dir: Path) -> TrainConfig:
         return config
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{run_dir} holds a configuration this mixvae cannot use ({e})") from None
+
+
+def run_dataset(config: TrainConfig, run_dir: str | Path, download: bool = False) -> Dataset:
+    """The data a stored run was trained on, found again from its configuration (a registered
+    name, or the file or folder it was read from), in the run's dtype.
+
+    :raises DataError: for a run trained on in-memory data, saying what to pass instead.
+    """
+    if config.dataset not in DATASETS and not Path(config.dataset).expanduser().exists():
+        if is_data_path(config.dataset):
+            raise DataError(
+                f"{run_dir} was trained on {config.dataset}, which is not there any more; put it back, or "
+                "pass the data from Python (dataset=...)"
+            )
+        raise DataError(
+            f"{run_dir} was trained on in-memory data ({config.dataset!r}), which a run folder does not keep; "
+            "pass them again from Python: evaluate_run(RUN, dataset=data), resume(RUN, dataset=data)"
+        )
+    return load_dataset(config.dataset, config.data_dir, download, dtype=torch_dtype(config.dtype))
 
 
 def payload_data_shape(payload: dict[str, Any], config: TrainConfig) -> tuple[int, ...]:
