@@ -383,8 +383,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         surgery_points=args.surgery_points,
         device=args.device,
     )
+    bits = f" ({result['bits_per_dim']:.4f} bits/dim)" if "bits_per_dim" in result else ""
     print(
-        f"{args.run}/evaluation.json: log p(x) {result['log_likelihood']:.3f}, ELBO {result['elbo']:.3f} "
+        f"{args.run}/evaluation.json: log p(x) {result['log_likelihood']:.3f}{bits}, ELBO {result['elbo']:.3f} "
         f"nats ({args.split}, S={result['iw_samples']}); MI {result['mutual_information']:.3f}, "
         f"marginal KL {result['marginal_kl']:.3f}, active units {result['active_units']}"
     )

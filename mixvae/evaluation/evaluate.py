@@ -373,6 +373,22 @@ def evaluate_run(
             return result
 
 
+def mass_levels(decoder: Any, x: torch.Tensor) -> int | None:
+    """The L levels over which log p(x | z) is a probability mass, or ``None`` for a density:
+    the likelihood's declared ``discrete_levels`` (256 for the discretized logistic, 2 for the
+    Bernoulli), when every value of ``x`` lies on its grid ``k / (L - 1)`` (binarised or 8-bit data)."""
+    levels = getattr(decoder, "discrete_levels", None)
+    if levels is None:
+        return None
+    scaled = x * (levels - 1)
+    return int(levels) if bool((scaled == scaled.round()).all()) else None
+
+
+def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:
+    """-log2 p(x) per value: nats per datapoint / (P ln 2)."""
+    return -float(log_likelihood_nats) / (data_dim * math.log(2.0))
+
+
 def _likelihood(
     run: Run, data: Dataset, x: torch.Tensor, iw_samples: int, iw_args: dict[str, Any], result: dict[str, Any]
 ) -> ImportanceResult:
@@ -380,6 +396,9 @@ def _likelihood(
     model, guide = run.model, run.guide
     iw = importance_sampling(model, guide, x, iw_samples, **iw_args)
     result.update(_iw_summary(iw))
+    if mass_levels(model.decoder, x) is not None:
+        # log p(x) is a probability mass over the values' levels: bits per dimension
+        result["bits_per_dim"] = bits_per_dim(result["log_likelihood"], model.decoder.data_dim)
     if model.prior.fits_posthoc_gmm:
         # For this prior, p(z) in the likelihood is the GMM fitted to q(z) after
         # training.  The same seed gives the same draws of z, so the difference

@@ -5,6 +5,7 @@ share; a new prior is one :class:`Prior` subclass plus one registry line.
 """
 
 from mixvae.models.decoders import LIKELIHOODS, BernoulliDecoder, Decoder, GaussianDecoder
+from mixvae.models.logistic import DiscretizedLogisticDecoder
 
 # Import order is registration order, the order `mixvae list` shows.
 # isort: off
@@ -23,6 +24,7 @@ __all__ = [
     "BernoulliDecoder",
     "Decoder",
     "DilokthanakulPrior",
+    "DiscretizedLogisticDecoder",
     "FullCovGMMPrior",
     "GMMPrior",
     "GaussianDecoder",

@@ -45,6 +45,9 @@ class Decoder(PyroModule):
     name: ClassVar[str] = ""
     #: the likelihood's own options (a dataclass of :func:`mixvae.options.option` fields)
     Options: ClassVar[type] = NoOptions
+    #: when log p(x | z) is a probability mass over this many levels of every value (8-bit
+    #: images: 256), the evaluation reports bits per dimension; ``None`` for densities
+    discrete_levels: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -53,12 +56,13 @@ class Decoder(PyroModule):
         hidden: Sequence[int] = (512, 512),
         *,
         net: nn.Module | None = None,
+        channels: int | None = None,
     ) -> None:
         super().__init__()
         self.data_shape = data_shape_of(data_shape)
         self.latent_dim = latent_dim
-        #: K, the parameters per data value the network makes
-        self.channels = self.param_channels()
+        #: K, the parameters per data value the network makes (default :meth:`param_channels`)
+        self.channels = self.param_channels() if channels is None else int(channels)
         self.net = MLPDecoder(latent_dim, hidden, self.data_shape, self.channels) if net is None else net
         to_pyro_module_(self.net)
 
@@ -146,6 +150,7 @@ class BernoulliDecoder(Decoder):
     """
 
     support = (0.0, 1.0)
+    discrete_levels = 2  # a mass on binary data (--binarize dynamic), not on grey levels
     story = "x_p | z ~ Bernoulli(sigmoid(f(z))_p), data in [0, 1]"
 
     def forward(self, z: torch.Tensor) -> dist.TorchDistribution:
