@@ -20,6 +20,7 @@ and a plugin registers a network as it registers a prior.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -353,16 +354,21 @@ class GivenDecoder(nn.Module):
 
 
 def given_encoder(module: nn.Module, data_shape: tuple[int, ...]) -> nn.Module:
-    """Wrap a user's encoder module (checked on a probe batch) as an encoder body."""
+    """A copy of a user's encoder module (checked on a probe batch) as an encoder body.
+
+    The model trains its copy (``guide.body.module``); the object passed in is left as it
+    was, so that it can be passed again (``load_run(RUN, encoder=...)``).
+    """
     if not isinstance(module, nn.Module):
         raise ConfigError(f"encoder= must be a torch.nn.Module, got {type(module).__name__}")
-    return _pyro(GivenEncoder(module, data_shape))
+    return _pyro(GivenEncoder(copy.deepcopy(module), data_shape))
 
 
 def given_decoder(
     module: nn.Module, latent_dim: int, data_shape: tuple[int, ...], channels: int
 ) -> nn.Module:
-    """Wrap a user's decoder module (checked on a probe batch) as a decoder network."""
+    """A copy of a user's decoder module (checked on a probe batch) as a decoder network
+    (``model.decoder.net.module``; the object passed in is left as it was)."""
     if not isinstance(module, nn.Module):
         raise ConfigError(f"decoder= must be a torch.nn.Module, got {type(module).__name__}")
-    return _pyro(GivenDecoder(module, latent_dim, data_shape, channels))
+    return _pyro(GivenDecoder(copy.deepcopy(module), latent_dim, data_shape, channels))

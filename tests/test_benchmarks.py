@@ -12,7 +12,12 @@ import pytest
 
 from tests.conftest import ROOT
 
-SCRIPTS = {"speed.py": ["--quick"], "results.py": ["--smoke"], "iw_samples.py": ["--smoke"]}
+SCRIPTS = {
+    "speed.py": ["--quick"],
+    "speed_conv.py": ["--quick"],
+    "results.py": ["--smoke"],
+    "iw_samples.py": ["--smoke"],
+}
 
 
 def test_every_benchmark_script_is_exercised():
@@ -47,6 +52,25 @@ def test_speed_benchmark_smoke(tmp_path):
     assert abs(result["eval"]["mixvae_ll"] - result["eval"]["plain_ll"]) < 1.0
     assert 0 < result["memory"]["peak_rss_mb"] < 4000
     assert {r["K"] for r in result["components"]} == {10, 30}
+
+
+@pytest.mark.slow
+def test_conv_speed_benchmark_smoke(tmp_path):
+    out = tmp_path / "speed_conv.json"
+    script = ROOT / "benchmarks" / "speed_conv.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), *SCRIPTS["speed_conv.py"], "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [r["pair"] for r in result["pairs"]] == ["standard x gaussian (conv)", "gmm x gaussian (conv)"]
+    for row in result["pairs"]:
+        assert row["same_loss"], row  # the same layers, weights, draws and data order: equal work
+        assert row["mixvae_s"] > 0 and row["plain_s"] > 0
+    assert 0 < result["cifar_memory"]["peak_rss_mb"] < 4000
 
 
 @pytest.mark.slow

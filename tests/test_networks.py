@@ -110,6 +110,20 @@ def test_your_own_modules_train_save_and_load(tmp_path):
     ):
         load_run(tmp_path / "run")
     again = load_run(tmp_path / "run", encoder=Encoder(), decoder=Decoder(3))
+    # the modules passed in are copied: the same objects may be passed again, and stay as they were
+    encoder, decoder = Encoder(), Decoder(3)
+    before = encoder.out.weight.detach().clone()
+    train(
+        config,
+        dataset=data,
+        encoder=encoder,
+        decoder=decoder,
+        out=str(tmp_path / "b"),
+        progress=False,
+        figures=False,
+    )
+    assert type(encoder) is Encoder and torch.equal(encoder.out.weight, before)
+    load_run(tmp_path / "b", encoder=encoder, decoder=decoder)
     x = data.test_x[:20]
     torch.manual_seed(0)
     a = run.guide.q_mean(x)
