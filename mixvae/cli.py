@@ -186,24 +186,19 @@ def _list() -> None:
             default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
             print(f"  {'':<14} {flag} (default: {default}): {f.metadata.get('help', '')}")
 
-    print("priors:")
-    for name, cls in PRIORS.items():
-        print(f"  {name:<14} {cls.story}{origin(PRIORS, name)}")
-        print(f"  {'':<14} pairs with guides: {', '.join(compatible_guides(name))}")
-        options("prior", name)
-    print("guides:")
-    for name, cls in GUIDES.items():
-        print(f"  {name:<14} {cls.story}{origin(GUIDES, name)}")
-        print(f"  {'':<14} pairs with priors: {', '.join(compatible_priors(name))}")
-        options("guide", name)
-    print("likelihoods:")
-    for name, cls in LIKELIHOODS.items():
-        print(f"  {name:<14} {cls.story}{origin(LIKELIHOODS, name)}")
-        options("likelihood", name)
-    print("networks (--network; auto: conv for images (C, H, W), mlp for vectors):")
-    for name, cls in NETWORKS.items():
-        print(f"  {name:<14} {cls.story}{origin(NETWORKS, name)}")
-        options("network", name)
+    sections = [
+        ("priors:", "prior", PRIORS, lambda n: f"pairs with guides: {', '.join(compatible_guides(n))}"),
+        ("guides:", "guide", GUIDES, lambda n: f"pairs with priors: {', '.join(compatible_priors(n))}"),
+        ("likelihoods:", "likelihood", LIKELIHOODS, None),
+        ("networks (--network; auto: conv for images, mlp for vectors):", "network", NETWORKS, None),
+    ]
+    for title, kind, registry, pairs in sections:
+        print(title)
+        for name, cls in registry.items():
+            print(f"  {name:<14} {cls.story}{origin(registry, name)}")
+            if pairs is not None:
+                print(f"  {'':<14} {pairs(name)}")
+            options(kind, name)
     print("datasets:")
     for name, loader in DATASETS.items():
         doc = (loader.__doc__ or "").strip().splitlines()
@@ -338,7 +333,7 @@ def _sample_run(args: argparse.Namespace, run_dir: Any, out: Any) -> int:
     import pyro
 
     from mixvae.evaluation.sampling import sample_images
-    from mixvae.figures.training import figure_shape, plot_sample_grid
+    from mixvae.figures.training import figure_shape, plot_sample_grid, square_image_shape
     from mixvae.runs import load_run
     from mixvae.runs.folder import run_dataset
 
@@ -355,7 +350,7 @@ def _sample_run(args: argparse.Namespace, run_dir: Any, out: Any) -> int:
     shape = figure_shape(run.model.decoder.data_shape, None if data is None else data.image_shape)
     if shape is None and data is not None:
         raise ConfigError(f"data set {c.dataset!r} has no image shape to draw")
-    shape = shape or _image_shape(c.dataset, run.model.decoder.data_dim)
+    shape = shape or square_image_shape(c.dataset, run.model.decoder.data_dim)
     pyro.set_rng_seed(args.seed)
     images = sample_images(run, args.n, args.source, component, data)
     suffix = "" if component is None else f"-{component}"
@@ -397,13 +392,6 @@ def _check_seed(seed: int) -> None:
 
     if not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"--seed must be an integer in 0..{MAX_SEED}, got {seed}")
-
-
-def _image_shape(dataset: str, data_dim: int) -> tuple[int, int]:
-    side = int(round(data_dim**0.5))
-    if side * side != data_dim:
-        raise ConfigError(f"cannot draw {data_dim}-dimensional data of {dataset!r} as square images")
-    return side, side
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,9 +43,11 @@ from mixvae.evaluation.clustering import cluster_assignments, clustering_scores
 from mixvae.evaluation.likelihood import (
     KHAT_THRESHOLD,
     ImportanceResult,
+    bits_per_dim,
     import_arviz,
     importance_sampling,
     log_likelihood,
+    mass_levels,
     pareto_khat,
 )
 from mixvae.evaluation.posthoc import ensure_posthoc_gmm, latent_codes
@@ -371,22 +373,6 @@ def evaluate_run(
                     staged, run_dir, "evaluation.json", replaces=(*EVALUATION_FIGURES, "inference_data.nc")
                 )
             return result
-
-
-def mass_levels(decoder: Any, x: torch.Tensor) -> int | None:
-    """The L levels over which log p(x | z) is a probability mass, or ``None`` for a density:
-    the likelihood's declared ``discrete_levels`` (256 for the discretized logistic, 2 for the
-    Bernoulli), when every value of ``x`` lies on its grid ``k / (L - 1)`` (binarised or 8-bit data)."""
-    levels = getattr(decoder, "discrete_levels", None)
-    if levels is None:
-        return None
-    scaled = x * (levels - 1)
-    return int(levels) if bool((scaled == scaled.round()).all()) else None
-
-
-def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:
-    """-log2 p(x) per value: nats per datapoint / (P ln 2)."""
-    return -float(log_likelihood_nats) / (data_dim * math.log(2.0))
 
 
 def _likelihood(

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mixvae.data import Dataset
+from mixvae.errors import ConfigError
 from mixvae.guides import Guide
 from mixvae.models import VAE
 from mixvae.runs.files import save_figure
@@ -30,6 +31,14 @@ def figure_shape(
     """The shape images are drawn in: ``(C, H, W)`` for image data, else ``image_shape`` (flat
     grey images) or ``None`` (vectors that are no images)."""
     return tuple(data_shape) if len(data_shape) == 3 else image_shape
+
+
+def square_image_shape(dataset: str, data_dim: int) -> tuple[int, int]:
+    """(side, side) for flat data of ``side**2`` values, to draw them as grey images."""
+    side = int(round(data_dim**0.5))
+    if side * side != data_dim:
+        raise ConfigError(f"cannot draw {data_dim}-dimensional data of {dataset!r} as square images")
+    return side, side
 
 
 def image_grid(images: torch.Tensor, rows: int, cols: int, shape: Sequence[int]) -> np.ndarray:
