@@ -354,6 +354,18 @@ def components_scaling(data: Dataset, ks: list[int], workdir: Path, hidden) -> l
     return rows
 
 
+def _flat(full: Dataset, n_test: int) -> Dataset:
+    """The images as flat vectors (the mlp network), as the plain reference takes them."""
+    return Dataset(
+        full.name,
+        full.train_x.flatten(1),
+        full.test_x[:n_test].flatten(1),
+        full.train_y,
+        full.test_y[:n_test],
+        full.image_shape,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
@@ -365,28 +377,11 @@ def main() -> int:
     torch.set_num_threads(2)
     hidden = (512, 512)
     if args.quick:
-        full = load_dataset("digits")
-        # flat vectors (the mlp network), as the plain reference takes them
-        data = Dataset(
-            "digits",
-            full.train_x.flatten(1),
-            full.test_x[:200].flatten(1),
-            full.train_y,
-            full.test_y[:200],
-            (8, 8),
-        )
+        data = _flat(load_dataset("digits"), 200)
         args.epochs, args.memory_epochs, ks, eval_points, eval_samples = 1, 1, [10, 30], 50, 50
     else:
-        full = load_dataset("mnist", args.data_dir, download=False)
         # a small held-out set: the per-epoch held-out ELBO is not part of the timed steps anyway
-        data = Dataset(
-            "mnist",
-            full.train_x.flatten(1),
-            full.test_x[:500].flatten(1),
-            full.train_y,
-            full.test_y[:500],
-            (28, 28),
-        )
+        data = _flat(load_dataset("mnist", args.data_dir, download=False), 500)
         args.memory_epochs, ks, eval_points, eval_samples = 10, [10, 30, 100], 2000, 1000
     results: dict = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "

@@ -79,3 +79,13 @@ def check_batch(x: torch.Tensor, data_shape: Sequence[int]) -> None:
             f"a minibatch of shape {tuple(x.shape)} for a model built for points of shape "
             f"{tuple(data_shape)}; {hint}"
         )
+
+
+def reshape_flat_parameters(module: nn.Module, state_dict: dict, prefix: str) -> None:
+    """Give a mixvae 0.1 state dict's flat own parameters (its images were flat: a learned
+    per-pixel scale (P,), pseudo-inputs (K, P)) the module's shapes, where the sizes agree.
+    Called from ``_load_from_state_dict``; the module's submodules do their own."""
+    for name, own in module._parameters.items():
+        old = state_dict.get(prefix + name)
+        if own is not None and old is not None and old.shape != own.shape and old.numel() == own.numel():
+            state_dict[prefix + name] = old.reshape(own.shape)

@@ -204,3 +204,17 @@ def test_readme_own_networks_example_runs(tmp_path, monkeypatch):
     run = namespace["run"]
     assert run.config.network == "given" and run.epoch == 2
     assert (tmp_path / "runs" / "own-networks" / "checkpoint.pt").is_file()
+
+
+def test_shapes_mixvae_cannot_build_are_refused_before_allocating():
+    with pytest.raises(ConfigError, match=r"data of shape \(2000000000,\) is not a size mixvae can build"):
+        build(TrainConfig(network="mlp", latent_dim=2), 2_000_000_000)
+    with pytest.raises(ConfigError, match="a data shape needs positive sizes"):
+        build(TrainConfig(network="mlp", latent_dim=2), (1, 0, 8))
+    with pytest.raises(
+        ConfigError, match=r"--conv-channels 4096,4096 --conv-features 1000000 on data of shape"
+    ):
+        build(
+            TrainConfig(network="conv", latent_dim=2, conv_channels=(4096, 4096), conv_features=1_000_000),
+            (1, 64, 64),
+        )

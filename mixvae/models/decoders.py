@@ -14,6 +14,7 @@ from pyro.nn.module import to_pyro_module_
 from torch import nn
 
 from mixvae.networks import MLPDecoder, data_shape_of
+from mixvae.nn import reshape_flat_parameters
 from mixvae.options import NoOptions
 from mixvae.registry import Registry
 
@@ -131,12 +132,7 @@ class Decoder(PyroModule):
         return values.flatten(-self.event_dims).sum(-1)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
-        # mixvae 0.1 kept images flat: its per-value parameters (a learned scale) had shape (P,)
-        for name, own in self.state_dict(keep_vars=True).items():
-            key = prefix + name
-            old = state_dict.get(key) if "." not in name else None
-            if old is not None and old.shape != own.shape and old.numel() == own.numel():
-                state_dict[key] = old.reshape(own.shape)
+        reshape_flat_parameters(self, state_dict, prefix)  # a mixvae 0.1 run's flat learned scale
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

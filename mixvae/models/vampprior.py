@@ -15,6 +15,7 @@ from mixvae.errors import ConfigError
 from mixvae.models.decoders import LIKELIHOODS
 from mixvae.models.priors import PRIORS, Prior
 from mixvae.networks import data_shape_of
+from mixvae.nn import reshape_flat_parameters
 from mixvae.options import option
 from mixvae.sites import Site
 
@@ -114,11 +115,7 @@ class VampPrior(Prior):
         return torch.sigmoid(self.pseudo_raw) if self.unit_interval else self.pseudo_raw
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
-        # mixvae 0.1 kept images flat: its pseudo-inputs had shape (K, P)
-        key = prefix + "pseudo_raw"
-        old = state_dict.get(key)
-        if old is not None and old.shape != self.pseudo_raw.shape and old.numel() == self.pseudo_raw.numel():
-            state_dict[key] = old.reshape(self.pseudo_raw.shape)
+        reshape_flat_parameters(self, state_dict, prefix)  # a mixvae 0.1 run's flat pseudo-inputs
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def z_dist(self, values: Mapping[str, torch.Tensor]) -> dist.TorchDistribution:
