@@ -37,6 +37,8 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
+import platform
 import re
 import statistics
 import sys
@@ -120,7 +122,15 @@ LIKELIHOOD = (
         for k in (5, 50)
     ]
 )
+#: the likelihood rows of data sets other than MNIST (whose tables stay as measured): Rui Shu's
+#: GMVAE beside them, scored by its likelihood too
+OTHER_DATA_LIKELIHOOD = [Setup("gmm x categorical", {"prior": "gmm", "guide": "categorical"})]
 CLUSTER_SCORES = ("acc_hungarian", "acc_majority", "nmi", "ari")
+
+
+def likelihood_rows(dataset: str) -> list[Setup]:
+    """The rows of the likelihood table for ``dataset``."""
+    return LIKELIHOOD if dataset in ("mnist", "digits") else LIKELIHOOD + OTHER_DATA_LIKELIHOOD
 
 
 # ----------------------------------------------------------------------------- running
@@ -259,11 +269,20 @@ def clustering_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
     return rows
 
 
-def likelihood_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
+def _bits(results: list[dict[str, Any]]) -> bool:
+    """Whether log p(x) of these runs is a mass over discrete levels: bits per dimension apply."""
+    return all(r.get("bits_per_dim") is not None for r in results)
+
+
+def likelihood_table(found: dict[str, list[dict[str, Any]]], bits: bool = False) -> list[str]:
+    """The likelihood table; with ``bits`` (8-bit data) a bits-per-dimension column."""
+    bits = bits and all(_bits(r) for r in found.values())
     rows = [
-        "| prior x guide | log p(x), nats | best seed | ELBO, nats | vs standard, same guide | "
-        "mixture guide vs gaussian, same prior | k-hat > 0.7 | train min/seed |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| prior x guide | log p(x), nats | best seed | "
+        + ("bits/dim | " if bits else "")
+        + "ELBO, nats | vs standard, same guide | mixture guide vs gaussian, same prior | k-hat > 0.7 | "
+        "epochs | train min/seed |",
+        "| --- | --- | --- | " + ("--- | " if bits else "") + "--- | --- | --- | --- | --- | --- |",
     ]
     # log p(x) per seed, by (row's prior, guide): differences pair the same seeds. The row's
     # prior is its name before " x guide", so "vampprior, data init" is a prior of its own.
@@ -279,10 +298,12 @@ def likelihood_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
         vs_standard = "—" if prior == "standard" or ref is None else _diff(mine, ref)
         vs_guide = "—" if guide != "mixture" or other is None else _diff(mine, other)
         values = list(mine.values())
+        bpd = f"{mean_sd([r['bits_per_dim'] for r in results], digits=3)} | " if bits else ""
         rows.append(
-            f"| {name} | {mean_sd(values, digits=2)} | {best(values, digits=2)} | "
+            f"| {name} | {mean_sd(values, digits=2)} | {best(values, digits=2)} | {bpd}"
             f"{mean_sd([r['elbo'] for r in results], digits=2)} | {vs_standard} | {vs_guide} | "
-            f"{mean_sd([r['khat_over_0_7'] for r in results], 100, 0)}% | {train_minutes(results):.1f} |"
+            f"{mean_sd([r['khat_over_0_7'] for r in results], 100, 0)}% | {results[0]['epochs']} | "
+            f"{train_minutes(results):.1f} |"
         )
     return rows
 
@@ -320,20 +341,49 @@ def aggregate_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
     return rows
 
 
+def machine(threads: int) -> str:
+    """The machine the tables were measured on."""
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} torch threads, torch {torch.__version__}"
+
+
+def _likelihood_text(c: dict[str, Any]) -> str:
+    if c["likelihood"] == "logistic":
+        return f"discretized logistic mixture of {c['logistic_components']}"
+    return c["likelihood"]
+
+
+def plain_table(found: list[dict[str, Any]]) -> list[str]:
+    """The plain-PyTorch conv VAE rows (benchmarks/plain_conv.py), one per seed's mean."""
+    bits = all(r["bits_per_dim"] is not None for r in found)
+    return [
+        "| model | log p(x), nats | "
+        + ("bits/dim | " if bits else "")
+        + "ELBO, nats | epochs | train min/seed |",
+        "| --- | --- | " + ("--- | " if bits else "") + "--- | --- | --- |",
+        "| plain-PyTorch conv VAE, N(0, I) prior, Gaussian encoder (the conv layers) | "
+        f"{mean_sd([r['log_likelihood'] for r in found], digits=2)} | "
+        + (f"{mean_sd([r['bits_per_dim'] for r in found], digits=3)} | " if bits else "")
+        + f"{mean_sd([r['elbo'] for r in found], digits=2)} | {found[0]['epochs']} | "
+        f"{statistics.fmean(r['train_seconds'] for r in found) / 60:.1f} |",
+    ]
+
+
 def report(
     args: argparse.Namespace,
     data: Dataset,
     clustering: dict[str, list[dict[str, Any]]],
     likelihood: dict[str, list[dict[str, Any]]],
     common: dict[str, dict[str, Any]],
+    plain: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The Markdown report: what was run, then the three tables."""
+    """The Markdown report: what was run, then the three tables (and the plain-PyTorch reference)."""
     lines = [
         "# mixvae results",
         "",
-        f"Data: `{data.name}`, {len(data.train_x)} training images, evaluated on "
+        f"Data: `{data.name}` {tuple(data.data_shape)}, {len(data.train_x)} training images, evaluated on "
         f"{len(data.test_x)} test images. "
-        f"Seeds: {', '.join(map(str, args.seed_list))}. Command: `{' '.join(args.command)}`.",
+        f"Seeds: {', '.join(map(str, args.seed_list))}. Command: `{' '.join(args.command)}`. "
+        f"Machine: {machine(args.threads)}.",
         "",
     ]
     if clustering:
@@ -343,7 +393,8 @@ def report(
             "",
             f"Settings shared by all rows: latent {c['latent_dim']}, hidden {c['hidden']}, "
             f"{c['epochs']} epochs, batch {c['batch_size']}, lr {c['lr']}, KL warm-up "
-            f"{c['warmup_epochs']} epochs, binarisation {c['binarize']}. No pretraining or "
+            f"{c['warmup_epochs']} epochs, binarisation {c['binarize']}, network {c['network']}, "
+            f"likelihood {_likelihood_text(c)}. No pretraining or "
             "initialisation from a clustering, except in the warm-start rows: they start from the "
             "standard x gaussian run of the same seed (`--init-from`), with the full-covariance "
             "mixture prior set to a GMM fitted to that run's encoder means on the training images "
@@ -362,14 +413,27 @@ def report(
             "",
             f"Settings shared by all rows: latent {c['latent_dim']}, hidden {c['hidden']}, "
             f"{c['epochs']} epochs, batch {c['batch_size']}, lr {c['lr']}, KL warm-up "
-            f"{c['warmup_epochs']} epochs, binarisation {c['binarize']}, K = {c['components']} "
+            f"{c['warmup_epochs']} epochs, binarisation {c['binarize']}, network {c['network']}, "
+            f"likelihood {_likelihood_text(c)}, K = {c['components']} "
             f"(gmm, unless the row names its K), {c['pseudo_inputs']} pseudo-inputs (vampprior; they start as near-constant grey "
             "images, or, in the data-init rows, as random training images: `--pseudo-init data`), "
             f"{c['guide_components'] or c['components']} components (mixture guide). "
             "Differences are of seed means, ± the sd of the per-seed differences.",
             "",
-            *likelihood_table(likelihood),
+            *likelihood_table(likelihood, bits=c["likelihood"] == "logistic"),
             "",
+            *(
+                [
+                    "Reference trained in the same invocation, at the same settings, by "
+                    "`benchmarks/plain_conv.py` (plain torch: its own likelihood and importance-weighted "
+                    "estimator, no mixvae objective):",
+                    "",
+                    *plain_table(plain),
+                    "",
+                ]
+                if plain
+                else []
+            ),
             "## Aggregate posterior (same runs as the likelihood table)",
             "",
             "ELBO surgery on the test set: avg KL = mutual information + marginal KL(q(z) ‖ p(z)). "
@@ -398,8 +462,32 @@ def select_rows(plan: list[tuple[str, Setup, int]], texts: list[str]) -> list[tu
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
-    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (0, 1, ...)")
+    parser.add_argument(
+        "--dataset",
+        default="mnist",
+        help="a registered data set with labels (mnist, fashion-mnist, cifar10, digits) or the path of an "
+        ".npz file or image folder; the MNIST tables are the default",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="its folder (default ../shared/data/mnist or ../shared/data/cifar10)"
+    )
+    parser.add_argument(
+        "--likelihood",
+        default="auto",
+        help="likelihood of every run: auto (bernoulli on grey images, binarised dynamically; logistic "
+        "on colour images, not binarised) | bernoulli | gaussian | logistic",
+    )
+    parser.add_argument(
+        "--logistic-components", type=int, default=3, help="M of the logistic likelihood's mixture"
+    )
+    parser.add_argument(
+        "--plain-reference",
+        action="store_true",
+        help="also train a plain-PyTorch conv VAE of the conv layers (benchmarks/plain_conv.py) per seed",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="number of seeds (0, 1, ...; default 5, 2 with --smoke)"
+    )
     parser.add_argument("--epochs", type=int, default=50, help="training epochs of the clustering runs")
     parser.add_argument(
         "--likelihood-epochs", type=int, default=50, help="training epochs of the likelihood runs"
@@ -445,14 +533,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.command = ["python", "benchmarks/results.py", *(sys.argv[1:] if argv is None else argv)]
     if args.smoke:
-        args.seeds, args.epochs, args.likelihood_epochs, args.hidden = 2, 2, 2, "32"
+        args.epochs, args.likelihood_epochs, args.hidden = 2, 2, "32"
+        args.seeds = 2 if args.seeds is None else args.seeds
         args.warm_epochs = 2 if args.warm_epochs is None else args.warm_epochs
         args.iw_samples, args.cluster_iw_samples = 20, 10
     if args.warm_epochs is None:
         args.warm_epochs = 100
+    if args.data_dir is None and args.dataset in ("mnist", "cifar10"):
+        args.data_dir = str(ROOT.parent / "shared" / "data" / args.dataset)
+    if args.seeds is None:
+        args.seeds = 5
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
-    every_row = [("clustering", s, 0) for s in CLUSTERING] + [("likelihood", s, 0) for s in LIKELIHOOD]
+    every_row = [("clustering", s, 0) for s in CLUSTERING]
+    every_row += [("likelihood", s, 0) for s in likelihood_rows(args.dataset)]
     if args.rows and not select_rows(every_row, args.rows):
         parser.error(
             f"no row matches --rows {' '.join(args.rows)}; the rows: {[s.name for _, s, _ in every_row]}"
@@ -463,29 +557,87 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run_plain(
+    config: TrainConfig, data: Dataset, out: Path, seed: int, args: argparse.Namespace
+) -> dict[str, Any] | None:
+    """One seed of the plain-PyTorch conv VAE at the likelihood table's settings (cached in its folder)."""
+    from plain_conv import train_plain
+
+    settings = dict(
+        epochs=config.epochs,
+        latent_dim=config.latent_dim,
+        likelihood=config.likelihood,
+        components=config.logistic_components if config.likelihood == "logistic" else 1,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=seed,
+        iw_samples=args.iw_samples,
+        binarize=config.binarize,
+    )
+    path = out / "plain-pytorch-conv-vae" / f"seed{seed}" / "result.json"
+    if path.exists() and json.loads(path.read_text())["settings"] == {
+        **settings,
+        "num_points": len(data.test_x),
+    }:
+        return json.loads(path.read_text())
+    if args.report_only:
+        return None
+    result = train_plain(data, **settings)
+    result["settings"] = {**settings, "num_points": len(data.test_x)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, result)
+    print(f"plain-PyTorch conv VAE seed {seed}: log p(x) {result['log_likelihood']:.2f}", flush=True)
+    return result
+
+
+def load_data(args: argparse.Namespace) -> Dataset:
+    """The data set of the tables; with ``--smoke`` its first 600 / 150 points (the 8x8 digits for
+    the default MNIST)."""
+    if args.smoke and args.dataset == "mnist":
+        args.dataset = "digits"
+    data = load_dataset(args.dataset, args.data_dir, download=False)
+    if data.train_y is None or data.test_y is None:
+        raise SystemExit(f"{args.dataset} has no labels; the tables score clusters against labels")
+    if args.smoke:
+        data = Dataset(
+            data.name,
+            data.train_x[:600],
+            data.test_x[:150],
+            data.train_y[:600],
+            data.test_y[:150],
+            data.image_shape,
+        )
+    return data
+
+
+def data_likelihood(args: argparse.Namespace, data: Dataset) -> tuple[str, str]:
+    """The likelihood and binarisation of every run: ``--likelihood``, or by the data when ``auto``."""
+    colour = len(data.data_shape) == 3 and data.data_shape[0] == 3
+    likelihood = args.likelihood if args.likelihood != "auto" else ("logistic" if colour else "bernoulli")
+    return likelihood, "dynamic" if likelihood == "bernoulli" else "none"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.smoke:
-        full = load_dataset("digits")
-        data = Dataset(
-            "digits", full.train_x[:600], full.test_x[:150], full.train_y[:600], full.test_y[:150], (8, 8)
-        )
-    else:
-        data = load_dataset("mnist", args.data_dir, download=False)
+    data = load_data(args)
     if args.test_points is not None:
         data = dataclasses.replace(
             data, test_x=data.test_x[: args.test_points], test_y=data.test_y[: args.test_points]
         )
     hidden = tuple(int(h) for h in args.hidden.split(",") if h)
+    likelihood, binarize = data_likelihood(args, data)
     shared = dict(
         dataset=data.name,
         network=args.network,
         hidden=hidden,
         warmup_epochs=args.warmup_epochs,
-        binarize="dynamic",
+        binarize=binarize,
+        likelihood=likelihood,
         download=False,
     )
+    if likelihood == "logistic":
+        shared["logistic_components"] = args.logistic_components
     common = {
         "clustering": TrainConfig(**shared, latent_dim=10, components=10, epochs=args.epochs),
         "likelihood": TrainConfig(
@@ -504,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_common = dict(classifier=classifier, surgery_points=min(2000, len(data.test_x)))
     tables: dict[str, dict[str, list[dict[str, Any]]]] = {"clustering": {}, "likelihood": {}}
     plan = [("clustering", s, args.cluster_iw_samples) for s in CLUSTERING]
-    plan += [("likelihood", s, args.iw_samples) for s in LIKELIHOOD]
+    plan += [("likelihood", s, args.iw_samples) for s in likelihood_rows(args.dataset)]
     if args.rows:
         plan = select_rows(plan, args.rows)
     for table, setup, samples in plan:
@@ -533,12 +685,19 @@ def main(argv: list[str] | None = None) -> int:
             tables[table][setup.name] = results
         elif results:
             tables[table][f"{setup.name} ({len(results)} of {len(args.seed_list)} seeds)"] = results
+    plain = []
+    if args.plain_reference and args.only in (None, "likelihood"):
+        plain = [
+            run_plain(common["likelihood"], data, out / "likelihood", seed, args) for seed in args.seed_list
+        ]
+        plain = [r for r in plain if r is not None]
     text = report(
         args,
         data,
         tables["clustering"],
         tables["likelihood"],
         {k: v.settings() for k, v in common.items()},
+        plain,
     )
     (out / "results.md").write_text(text + "\n")
     print(text)

@@ -191,7 +191,13 @@ class TrainConfig:
         self.__post_init__()
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
+        hidden = (self.hidden,) if isinstance(self.hidden, int) else self.hidden
+        try:
+            self.hidden = tuple(int(h) for h in hidden)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"hidden must be layer widths such as (256, 256), got {self.hidden!r}"
+            ) from None
         self.plugins = (self.plugins,) if isinstance(self.plugins, str) else tuple(self.plugins)
         specs = _options.specs()
         for name, value in self.options.items():  # JSON gives lists for tuple options

@@ -17,6 +17,7 @@ SCRIPTS = {
     "speed_conv.py": ["--quick"],
     "results.py": ["--smoke"],
     "iw_samples.py": ["--smoke"],
+    "plain_conv.py": ["--smoke"],
 }
 
 
@@ -190,3 +191,102 @@ def test_results_rows_selects_rows_and_the_runs_they_start_from(capsys):
         results.parse_args(["--smoke", "--rows", "no such row"])
     assert stop.value.code == 2
     assert "no row matches --rows no such row; the rows: ['gmm x categorical" in capsys.readouterr().err
+
+
+def test_plain_conv_reference_smoke():
+    """The plain-PyTorch conv VAE trains and scores itself (logistic: bits per dimension)."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "plain_conv.py"), *SCRIPTS["plain_conv.py"]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["log_likelihood"] < 0 and result["log_likelihood"] <= result["elbo"] + 5
+    assert result["bits_per_dim"] == pytest.approx(-result["log_likelihood"] / (64 * math.log(2)))
+
+
+def test_plain_discretized_logistic_is_mixvaes():
+    """The reference's own likelihood equals the library's on the 256 levels (away from underflow)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+    from plain_conv import discretized_logistic
+
+    from mixvae.models.logistic import DiscretizedLogisticMixture
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (4, 3, 5, 5), generator=g) / 255.0
+    logits = torch.randn(4, 3, 3, 5, 5, generator=g)
+    locs = x.unsqueeze(1) + 0.05 * torch.randn(4, 3, 3, 5, 5, generator=g)  # no bin's mass underflows
+    log_s = torch.rand(4, 3, 3, 5, 5, generator=g) * 2 - 4  # scales on [0, 1]: e^-4 .. e^-2
+    ours = discretized_logistic(x, torch.cat([logits, locs, log_s], 1), 3).flatten(1).sum(-1)
+    # mixvae's parameters live on [-1, 1]: locations 2 loc - 1, scales twice as wide
+    lib = DiscretizedLogisticMixture(logits, 2 * locs - 1, log_s + math.log(2), event_dims=3)
+    assert torch.allclose(ours, lib.log_prob(x), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_results_runs_on_any_labelled_dataset(tmp_path):
+    """--dataset: a Fashion-MNIST-layout IDX folder (bernoulli, mlp) and the CIFAR-10 subset
+    (conv, the logistic likelihood: bits per dimension, and the plain-PyTorch reference row)."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    fashion = tmp_path / "fashion"
+    fashion.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 700), ("t10k", 200)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        # a class-dependent bar on noise: something to cluster
+        images = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
+        for i, k in enumerate(labels):
+            images[i, 2 * k + 4 : 2 * k + 8] = 255
+        with gzip.open(fashion / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">iiii", 2051, n, 28, 28) + images.tobytes())
+        with gzip.open(fashion / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">ii", 2049, n) + labels.tobytes())
+    script = str(ROOT / "benchmarks" / "results.py")
+    out = tmp_path / "fashion-results"
+    cmd = [sys.executable, script, "--smoke", "--dataset", "fashion-mnist", "--data-dir", str(fashion)]
+    proc = subprocess.run(
+        [*cmd, "--seeds", "1", "--rows", "GMVAE", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (out / "results.md").read_text()
+    assert "Data: `fashion-mnist` (1, 28, 28), 600 training images" in text
+    assert "bits/dim" not in text  # the tables of binarised grey images are MNIST's
+    assert "| gmm x categorical (GMVAE, Rui Shu) | the model's own" in text
+    assert "likelihood bernoulli" in text
+    run = out / "clustering" / "gmm-x-categorical-gmvae-rui-shu"
+    config = json.loads((run / "seed0" / "config.json").read_text())
+    assert (config["dataset"], config["binarize"], config["network"]) == ("fashion-mnist", "dynamic", "mlp")
+    assert not (run / "seed1").exists() and not (out / "likelihood").exists()
+    out = tmp_path / "cifar-results"
+    cifar = [
+        sys.executable,
+        script,
+        "--smoke",
+        "--dataset",
+        "cifar10",
+        "--network",
+        "conv",
+        "--only",
+        "likelihood",
+    ]
+    proc = subprocess.run(
+        [*cifar, "--seeds", "1", "--rows", "standard x gaussian", "--plain-reference", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (out / "results.md").read_text()
+    assert "Data: `cifar10` (3, 32, 32), 600 training images" in text
+    assert "likelihood discretized logistic mixture of 3" in text
+    header = next(line for line in text.splitlines() if line.startswith("| prior x guide | log p(x)"))
+    assert "bits/dim" in header
+    assert "| plain-PyTorch conv VAE, N(0, I) prior" in text
+    config = json.loads((out / "likelihood" / "standard-x-gaussian" / "seed0" / "config.json").read_text())
+    assert (config["likelihood"], config["binarize"], config["network"]) == ("logistic", "none", "conv")

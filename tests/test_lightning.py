@@ -248,3 +248,18 @@ def test_lightning_trains_with_labels_and_dynamic_binarisation(small_digits, tmp
     assert run.summary["labels_used"] == 200 and run.summary["objective"] == "direct"
     # the labelled term trained q(y|x) as a classifier (chance: 0.1)
     assert run.summary["classification_accuracy"] > 0.5, run.summary
+
+
+def test_lightning_trains_on_a_streamed_torch_dataset(small_digits, tmp_path):
+    """A torch dataset goes to Lightning as a DataLoader (its sampler, its shards); the points are
+    converted in the loader and the run folder is written as for in-memory data."""
+    x = (torch.cat([small_digits.train_x, small_digits.test_x]) * 255).round().to(torch.uint8)
+    source = torch.utils.data.TensorDataset(x)
+    config = TrainConfig(
+        prior="gmm", guide="gaussian", hidden=(16,), latent_dim=2, components=3, epochs=2, batch_size=64,
+        out=str(tmp_path / "run"),
+    )  # fmt: skip
+    run = train_lightning(config, devices=1, strategy="auto", dataset=source, progress=False)
+    assert run.epoch == 2 and run.summary["num_train"] == 640
+    assert torch.isfinite(torch.tensor(run.summary["heldout_elbo"]))
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()

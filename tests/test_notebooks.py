@@ -23,7 +23,7 @@ NOTEBOOKS = [
     "03_aggregate_posterior.ipynb",
     "04_mixture_guides.ipynb",
     "05_semi_supervised.ipynb",
-    "06_networks_and_data.ipynb",
+    "06_your_data_and_networks.ipynb",
 ]
 
 #: seconds one cell may run (smoke mode needs a few seconds per cell)

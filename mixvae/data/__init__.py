@@ -1,6 +1,6 @@
-"""Data sets, returned whole as tensors: the registered ones (``DATASETS``, shared by the CLI and
-the Python API) and your own arrays, ``.npz`` / ``.npy`` files and folders of images
-(:mod:`mixvae.data.arrays`).
+"""Data sets: the registered ones (``DATASETS``, shared by the CLI and the Python API) and your
+own arrays, ``.npz`` / ``.npy`` files and folders of images (:mod:`mixvae.data.arrays`), all in
+memory as tensors, and torch datasets read through a DataLoader (:mod:`mixvae.data.streaming`).
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from mixvae.data import cifar as _cifar  # noqa: F401 - registers "cifar10"
 
 # isort: on
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from mixvae.data.arrays import from_arrays, load_path
 from mixvae.data.base import DATASETS, EVAL_BINARIZE_SEED, Dataset, evaluation_data
 from mixvae.data.idx import read_idx
+from mixvae.data.streaming import StreamedPoints, minibatches, stream
 from mixvae.errors import UnknownNameError
 
 
@@ -54,14 +56,29 @@ def load_dataset(
     )
 
 
+def as_dataset(data: Any, dtype: torch.dtype = torch.float32) -> Dataset:
+    """The :class:`Dataset` of what a user passes as data: a :class:`Dataset` (cast to ``dtype``),
+    a ``torch.utils.data.Dataset`` (streamed, :func:`stream`), or arrays / tensors of points
+    (:func:`from_arrays`)."""
+    if isinstance(data, Dataset):
+        return data.to(dtype)
+    if isinstance(data, torch.utils.data.Dataset):
+        return stream(data, dtype=dtype)
+    return from_arrays(data, dtype=dtype)
+
+
 __all__ = [
     "DATASETS",
     "EVAL_BINARIZE_SEED",
     "Dataset",
+    "StreamedPoints",
+    "as_dataset",
     "evaluation_data",
     "from_arrays",
     "is_data_path",
     "load_dataset",
     "load_path",
+    "minibatches",
     "read_idx",
+    "stream",
 ]

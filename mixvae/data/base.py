@@ -6,10 +6,14 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from mixvae.registry import Registry
+
+if TYPE_CHECKING:
+    from mixvae.data.streaming import StreamedPoints
 
 
 @dataclass
@@ -17,7 +21,8 @@ class Dataset:
     """Train and held-out data as float tensors, (N, P) vectors or (N, C, H, W) images, plus labels.
 
     :param name: registry name of the data set.
-    :param train_x: training data, (N_train, P) or (N_train, C, H, W), float.
+    :param train_x: training data, (N_train, P) or (N_train, C, H, W), float; or the
+        :class:`~mixvae.data.streaming.StreamedPoints` of a torch dataset (:func:`mixvae.data.stream`).
     :param test_x: held-out data of the same shape per point.
     :param train_y: integer labels of the training data, or ``None``.
     :param test_y: integer labels of the held-out data, or ``None``.
@@ -26,7 +31,7 @@ class Dataset:
     """
 
     name: str
-    train_x: torch.Tensor
+    train_x: torch.Tensor | StreamedPoints
     test_x: torch.Tensor
     train_y: torch.Tensor | None = None
     test_y: torch.Tensor | None = None
@@ -54,7 +59,13 @@ class Dataset:
 
     @property
     def num_classes(self) -> int | None:
-        return None if self.train_y is None else int(self.train_y.max()) + 1
+        labels = self.train_y if self.train_y is not None else self.test_y
+        return None if labels is None else int(labels.max()) + 1
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the training points are read through a DataLoader (:func:`mixvae.data.stream`)."""
+        return not isinstance(self.train_x, torch.Tensor)
 
 
 #: loader(data_dir, download) -> Dataset
@@ -66,8 +77,10 @@ DATASETS: Registry[Loader] = Registry("dataset")
 EVAL_BINARIZE_SEED = 12345
 
 
-def evaluation_data(x: torch.Tensor, binarize: str) -> torch.Tensor:
+def evaluation_data(x: torch.Tensor | StreamedPoints, binarize: str) -> torch.Tensor | StreamedPoints:
     """The data as evaluation sees it: with ``--binarize dynamic``, binarised once with a fixed seed."""
+    if binarize == "dynamic" and not isinstance(x, torch.Tensor):  # streamed: binarised as read
+        return x.binarized(EVAL_BINARIZE_SEED)
     if binarize == "dynamic":
         g = torch.Generator(device=x.device).manual_seed(EVAL_BINARIZE_SEED)
         return torch.bernoulli(x, generator=g)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from mixvae.config import torch_dtype
-from mixvae.data import Dataset, evaluation_data
+from mixvae.data import Dataset, as_dataset, evaluation_data
 from mixvae.errors import CheckpointError, ConfigError
 from mixvae.evaluation.aggregate import (
     AggregateDraws,
@@ -51,7 +51,13 @@ from mixvae.evaluation.likelihood import (
     pareto_khat,
 )
 from mixvae.evaluation.posthoc import ensure_posthoc_gmm, latent_codes
-from mixvae.evaluation.sample_quality import fit_sample_classifier, sample_quality, score_images
+from mixvae.evaluation.sample_quality import (
+    SAMPLE_CLASSIFIER_POINTS,
+    fit_sample_classifier,
+    labelled_training_points,
+    sample_quality,
+    score_images,
+)
 from mixvae.guides import Guide
 from mixvae.inference.objectives import evaluate_elbo, has_discrete_site
 from mixvae.models import VAE
@@ -235,7 +241,7 @@ def evaluate_run(
     split: str = "test",
     figures: bool = True,
     *,
-    dataset: Dataset | None = None,
+    dataset: Dataset | Any = None,
     seed: int = 0,
     batch_size: int = 100,
     chunk_samples: int = 100,
@@ -300,8 +306,15 @@ def evaluate_run(
         with run.model.prior.as_trained():
             model, guide, config = run.model, run.guide, run.config
             data = (
-                dataset.to(torch_dtype(config.dtype)) if dataset is not None else run_dataset(config, run_dir)
+                as_dataset(dataset, torch_dtype(config.dtype))
+                if dataset is not None
+                else run_dataset(config, run_dir)
             )
+            if split == "train" and data.streamed:
+                raise ConfigError(
+                    "split 'train' reads the training set into memory, and these data are streamed; evaluate "
+                    "the held-out split (split='test'), or pass the points as a tensor"
+                )
             raw_x = data.test_x if split == "test" else data.train_x
             labels = data.test_y if split == "test" else data.train_y
             labels = None if labels is None else labels.cpu()
@@ -435,10 +448,11 @@ def _sample_quality(
     result: dict[str, Any],
 ) -> dict[str, Any]:
     """Sample quality by latent source into ``result`` (needs training labels); returns it by source."""
-    if data.train_y is None:
-        return {}
     if classifier is None:
-        classifier = fit_sample_classifier(data.train_x, data.train_y, seed=seed)
+        fit = labelled_training_points(data, SAMPLE_CLASSIFIER_POINTS, seed)
+        if fit is None:
+            return {}
+        classifier = fit_sample_classifier(*fit, max_train=SAMPLE_CLASSIFIER_POINTS, seed=seed)
     if labels is not None:
         accuracy = float(classifier.score(raw_x.flatten(1).cpu().numpy(), labels.numpy()))
         result["classifier"] = {"kind": type(classifier).__name__, f"{split}_accuracy": accuracy}

@@ -26,8 +26,32 @@ from mixvae.evaluation.sampling import SOURCES, sample_latents
 from mixvae.rng import seeded
 from mixvae.runs.folder import Run
 
+#: the most training images the sample-quality classifier is fitted to
+SAMPLE_CLASSIFIER_POINTS = 10000
 
-def fit_sample_classifier(x: torch.Tensor, y: torch.Tensor, *, max_train: int = 10000, seed: int = 0) -> Any:
+
+def labelled_training_points(
+    data: Dataset, max_points: int = SAMPLE_CLASSIFIER_POINTS, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The labelled training images the classifier is fitted to, or ``None`` without labels.
+
+    In memory: all of them (:func:`fit_sample_classifier` draws its subset).  Streamed: the
+    same seeded subset of at most ``max_points``, read with their labels.
+    """
+    if not data.streamed:
+        return None if data.train_y is None else (data.train_x, data.train_y)
+    if data.test_y is None:  # the items carry no labels
+        return None
+    n = len(data.train_x)
+    keep = (
+        np.random.default_rng(seed).choice(n, max_points, replace=False) if n > max_points else np.arange(n)
+    )
+    return data.train_x.labelled(torch.as_tensor(keep))
+
+
+def fit_sample_classifier(
+    x: torch.Tensor, y: torch.Tensor, *, max_train: int = SAMPLE_CLASSIFIER_POINTS, seed: int = 0
+) -> Any:
     """A multinomial logistic regression on (at most ``max_train``) training images.
 
     Fitted once per evaluation and seeded (the subset is drawn with

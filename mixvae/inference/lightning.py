@@ -21,8 +21,8 @@ import pyro
 import torch
 
 from mixvae.build import build
-from mixvae.config import TrainConfig
-from mixvae.data import Dataset, evaluation_data
+from mixvae.config import TrainConfig, torch_dtype
+from mixvae.data import Dataset, StreamedPoints, as_dataset, evaluation_data
 from mixvae.errors import ConfigError
 from mixvae.evaluation.summary import summarize
 from mixvae.inference.objectives import evaluate_elbo
@@ -131,7 +131,7 @@ def train_lightning(
     devices: int = 2,
     accelerator: str = "cpu",
     strategy: str = "ddp",
-    dataset: Dataset | None = None,
+    dataset: Dataset | Any = None,
     max_steps: int = -1,
     progress: bool = True,
     callbacks: list[Any] | None = None,
@@ -145,6 +145,8 @@ def train_lightning(
 
     :param strategy: a Lightning strategy name: ``ddp`` (processes launched by
         re-running the command), ``ddp_spawn`` (from Python), ``auto``.
+    :param dataset: data instead of ``config.dataset``, as for :func:`~mixvae.train` (a torch
+        dataset is streamed: each process reads its shard through a ``DataLoader``).
     :param max_steps: stop after this many optimisation steps (``-1``: ``config.epochs`` epochs).
     """
     lightning = import_lightning()
@@ -153,6 +155,8 @@ def train_lightning(
     # The first process prepares and locks the folder; the workers that Lightning's ddp launcher
     # starts by re-running the command (LOCAL_RANK > 0) find it prepared.
     first = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    if dataset is not None and not isinstance(dataset, Dataset):  # a torch dataset, arrays or tensors
+        dataset = as_dataset(dataset, torch_dtype(config.dtype))
     run, data, origin = start_run(
         config, dataset, device=torch.device("cpu"), write=False, builder=build, claim=first
     )
@@ -188,9 +192,13 @@ def _fit_lightning(run: Run, data: Dataset, origin: dict[str, Any] | None, train
     config, run_dir = run.config, run.run_dir
     assert run_dir is not None
     module = SVIModule(run, data)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(module.objective.train_x), batch_size=config.batch_size, shuffle=True
-    )
+    train_x = module.objective.train_x
+    if isinstance(train_x, StreamedPoints):  # read by the loader's workers; Lightning shards it
+        loader = train_x.loader(config.batch_size, shuffle=True)
+    else:
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(train_x), batch_size=config.batch_size, shuffle=True
+        )
     with pyro.get_param_store().scope():
         trainer.fit(module, loader)
     run = Run(module.model, module.guide, config, run_dir, epoch=int(trainer.current_epoch))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from mixvae.config import resolve_device, torch_dtype
-from mixvae.data import Dataset
+from mixvae.data import Dataset, as_dataset
 from mixvae.errors import CheckpointError, ConfigError, DataError
 from mixvae.inference.setup import check_data
 from mixvae.inference.train import _fit, _optimizer
@@ -32,7 +33,7 @@ def resume(
     run_dir: str | Path,
     *,
     epochs: int | None = None,
-    dataset: Dataset | None = None,
+    dataset: Dataset | Any = None,
     device: str | None = None,
     data_dir: str | None = None,
     download: bool | None = None,
@@ -100,7 +101,7 @@ def resume(
             raise ConfigError(f"{run_dir} has already trained {done} epochs; ask for --epochs {done} or more")
         dev = resolve_device(config.device)
         data = (
-            dataset.to(torch_dtype(config.dtype))
+            as_dataset(dataset, torch_dtype(config.dtype))
             if dataset is not None
             else run_dataset(config, run_dir, config.download)
         )
@@ -110,7 +111,7 @@ def resume(
                 f"the data have shape {data.data_shape} per point but the run in {run_dir} was trained on "
                 f"{trained_on}; resume it with the data set it was trained on"
             )
-        check_data(data, config)
+        data = check_data(data, config)
         write_text(run_dir / "config.json", config.to_json() + "\n")
         run = load_into_run(payload, config, run_dir, encoder, decoder)
         run.model.to(dev)

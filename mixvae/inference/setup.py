@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,27 +25,45 @@ from mixvae.runs.files import write_json, write_text
 from mixvae.runs.folder import Run, prepare_run_dir
 
 
-def check_data(data: Dataset, config: TrainConfig) -> None:
+def check_values(x: torch.Tensor, what: str, likelihood: str) -> None:
+    """Refuse points the likelihood cannot score: NaN or inf, values outside its declared ``support``
+    (an interval, or ``None`` for real values, whatever the class is called)."""
+    support = LIKELIHOODS[likelihood].data_support()
+    if not torch.isfinite(x).all():
+        raise DataError(f"{what} contains NaN or inf; clean or impute it first")
+    if support is not None and (x.min() < support[0] or x.max() > support[1]):
+        raise DataError(
+            f"{what} lies in [{float(x.min()):.3g}, {float(x.max()):.3g}], outside the "
+            f"[{support[0]:g}, {support[1]:g}] the {likelihood} likelihood needs; rescale it "
+            "or use --likelihood gaussian"
+        )
+
+
+def check_data(data: Dataset, config: TrainConfig) -> Dataset:
     """Refuse data the likelihood cannot score, with the fix in the message.
 
-    The range comes from the likelihood's declared ``support`` (an interval,
-    or ``None`` for real values), whatever the class is called.
+    Streamed training points (:func:`mixvae.data.stream`) are checked minibatch by
+    minibatch as they are read, the first minibatch now.
+
+    :returns: the data, streamed points with their check attached.
     """
-    support = LIKELIHOODS[config.likelihood].data_support()
     for split, x in (("training", data.train_x), ("held-out", data.test_x)):
         if x.ndim not in (2, 4) or len(x) == 0:
             raise DataError(
                 f"the {split} data must be a non-empty (N, P) or (N, C, H, W) tensor, got shape {tuple(x.shape)}"
             )
-        if not torch.isfinite(x).all():
-            raise DataError(
-                f"the {split} data of {data.name!r} contains NaN or inf; clean or impute it first"
-            )
-        if support is not None and (x.min() < support[0] or x.max() > support[1]):
-            raise DataError(
-                f"the {split} data lies in [{float(x.min()):.3g}, {float(x.max()):.3g}], outside the "
-                f"[{support[0]:g}, {support[1]:g}] the {config.likelihood} likelihood needs; rescale it "
-                "or use --likelihood gaussian"
+        if isinstance(x, torch.Tensor):
+            check_values(x, f"the {split} data of {data.name!r}", config.likelihood)
+    if data.streamed:
+        data = dataclasses.replace(
+            data,
+            train_x=data.train_x.with_check(functools.partial(check_values, likelihood=config.likelihood)),
+        )
+        data.train_x[: config.batch_size]  # the first minibatch, before anything is written
+        if config.labels_per_class is not None:
+            raise ConfigError(
+                "--labels-per-class needs the training labels in memory, and a streamed data set reads them "
+                "minibatch by minibatch; stack the data instead (mixvae.data.from_arrays(x, train_y=y))"
             )
     if data.test_x.shape[1:] != data.train_x.shape[1:]:
         raise DataError(
@@ -58,6 +78,7 @@ def check_data(data: Dataset, config: TrainConfig) -> None:
             f"--batch-size {config.batch_size} is larger than the {len(data.train_x)} training "
             "points; use a smaller batch size"
         )
+    return data
 
 
 def start_run(
@@ -96,7 +117,7 @@ def start_run(
         data = load_dataset(config.dataset, config.data_dir, config.download, dtype=dtype)
     else:
         data = dataset.to(dtype)
-    check_data(data, config)
+    data = check_data(data, config)
     config.network = GIVEN if given else resolve(config.network, data.data_shape)  # recorded in config.json
     check_logger(config.logger)  # a missing package is refused before the folder is written
     if claim:

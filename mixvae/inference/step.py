@@ -37,8 +37,10 @@ class RunObjective:
         config = run.config
         self.run = run
         split = labelled_split(data, config, run.model, run.guide)
-        #: the unlabelled training points, (N, P), on ``device``
-        self.train_x = data.train_x[split.unlabelled].to(device)
+        #: the unlabelled training points, (N, *data_shape), on ``device`` (streamed: read as needed)
+        self.train_x = (
+            data.train_x[split.unlabelled].to(device) if not data.streamed else data.train_x.to(device)
+        )
         self.num_data = len(self.train_x)
         analytic_kl = config.kl == "analytic"
         self.loss = TrainingLoss(

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from mixvae.build import build
 from mixvae.config import TrainConfig, resolve_device, torch_dtype
-from mixvae.data import Dataset, evaluation_data, from_arrays
+from mixvae.data import Dataset, as_dataset, evaluation_data, minibatches
 from mixvae.errors import DataError, RunFolderError
 from mixvae.evaluation.posthoc import ensure_posthoc_gmm
 from mixvae.evaluation.summary import summarize
@@ -69,8 +69,10 @@ def train(
     :param dataset: data to train on instead of ``config.dataset``: a :class:`Dataset`
         (its name is recorded, the data themselves are not saved), a numpy array or torch
         tensor of points (split 80/20 with a fixed seed; :func:`mixvae.data.from_arrays` for
-        labels and a held-out set), a registered name, or the path of an ``.npz`` / ``.npy``
-        file or a folder of images (recorded, so that evaluate and resume find it again).
+        labels and a held-out set), a ``torch.utils.data.Dataset`` of items ``x`` or ``(x, y)``
+        (read through a DataLoader, never whole; :func:`mixvae.data.stream` for workers and
+        a held-out set), a registered name, or the path of an ``.npz`` / ``.npy`` file or a
+        folder of images (recorded, so that evaluate and resume find it again).
     :param progress: show a tqdm progress bar with the running loss.
     :param figures: write the PNG figures.
     :param after_step: called with the number of completed steps after each step.
@@ -83,14 +85,9 @@ def train(
     if isinstance(dataset, str | os.PathLike):  # a registered name, or an .npz / .npy file or image folder
         dataset, overrides = None, {**overrides, "dataset": str(dataset)}
     config = dataclasses.replace(config or TrainConfig(), **overrides)
-    if isinstance(dataset, torch.utils.data.Dataset):
-        raise DataError(
-            "a torch.utils.data.Dataset is not read by this version yet; stack it into tensors "
-            "(mixvae.data.from_arrays(x, train_y=y)) or save it as an .npz file"
-        )
-    if dataset is not None and not isinstance(dataset, Dataset):  # arrays or tensors
+    if dataset is not None and not isinstance(dataset, Dataset):  # a torch dataset, arrays or tensors
         config.validate()
-        dataset = from_arrays(dataset, dtype=torch_dtype(config.dtype))
+        dataset = as_dataset(dataset, torch_dtype(config.dtype))
     if dataset is not None:
         config.dataset = dataset.name  # what the run was trained on, for later commands
     device = resolve_device(config.device)
@@ -242,9 +239,8 @@ class _Fit:
         if pos.batch == 0:
             pos.perm, pos.total = torch.randperm(n, generator=self.gen, device=self.device), 0.0
         # (a run resumed after the last step of an epoch takes no step before the checks below)
-        xb = self.objective.train_x[:bs]
-        while pos.batch < self.steps_per_epoch:
-            xb = self.objective.train_x[pos.perm[pos.batch * bs : (pos.batch + 1) * bs]]
+        xb = None
+        for xb in minibatches(self.objective.train_x, pos.perm, bs, pos.batch):
             self.step(xb)
             if stop.signal:
                 self._check(xb)
@@ -255,7 +251,7 @@ class _Fit:
                 self._check(xb)
                 self.checkpoint()
         train_seconds = time.perf_counter() - t0  # the optimisation steps alone
-        self._check(xb)
+        self._check(self.objective.train_x[:bs] if xb is None else xb)
         pos.epoch, pos.batch = pos.epoch + 1, 0
         self.run.epoch = pos.epoch
         self.record_epoch(t0, train_seconds)
