@@ -163,7 +163,7 @@ def test_resume_from_moved_data_files(mnist_dir, tmp_path):
     for f in mnist_dir.glob("*-ubyte.gz"):
         (first / f.name).symlink_to(f)
     run = tmp_path / "run"
-    flags = ["--dataset", "mnist", "--no-download", "--hidden", "16", "--latent-dim", "2"]
+    flags = ["--dataset", "mnist", "--no-download", "--network", "mlp", "--hidden", "16", "--latent-dim", "2"]
     args = ["train", *flags, "--prior", "standard", "--guide", "gaussian", "--epochs", "1", "--quiet"]
     assert main([*args, "--data-dir", str(first), "--out", str(run)]) == 0
     for f in first.iterdir():

@@ -219,6 +219,9 @@ def test_bad_streams_are_one_line_and_write_nothing(points, tmp_path):
     odd = Images(x, y, {late: np.zeros((7, 8), dtype=np.uint8)})
     with pytest.raises(DataError, match="do not stack into one minibatch"):
         train(_config(tmp_path / "odd"), dataset=odd, progress=False, figures=False)
+    tensors = [(torch.rand(8, 8),) for _ in range(99)] + [(torch.rand(7, 8),)]  # torch.stack refuses them
+    with pytest.raises(DataError, match=r"do not stack into one minibatch \(stack expects each tensor"):
+        stream(tensors).train_x[:]
 
 
 def test_a_held_out_dataset_is_read_into_memory(points):

@@ -6,14 +6,27 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 
 from mixvae.registry import Registry
 
-if TYPE_CHECKING:
-    from mixvae.data.streaming import StreamedPoints
+
+class Points(Protocol):
+    """What the library reads training points through: a ``(N, *data_shape)`` tensor, or
+    the :class:`~mixvae.data.streaming.StreamedPoints` that stand in for one."""
+
+    @property
+    def shape(self) -> torch.Size: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: Any) -> torch.Tensor: ...
+
+    def split(self, batch_size: int) -> Any: ...
+
+    def to(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 @dataclass
@@ -31,7 +44,7 @@ class Dataset:
     """
 
     name: str
-    train_x: torch.Tensor | StreamedPoints
+    train_x: torch.Tensor | Points
     test_x: torch.Tensor
     train_y: torch.Tensor | None = None
     test_y: torch.Tensor | None = None
@@ -77,10 +90,10 @@ DATASETS: Registry[Loader] = Registry("dataset")
 EVAL_BINARIZE_SEED = 12345
 
 
-def evaluation_data(x: torch.Tensor | StreamedPoints, binarize: str) -> torch.Tensor | StreamedPoints:
+def evaluation_data(x: torch.Tensor | Points, binarize: str) -> torch.Tensor | Points:
     """The data as evaluation sees it: with ``--binarize dynamic``, binarised once with a fixed seed."""
     if binarize == "dynamic" and not isinstance(x, torch.Tensor):  # streamed: binarised as read
-        return x.binarized(EVAL_BINARIZE_SEED)
+        return x.binarized(EVAL_BINARIZE_SEED)  # type: ignore[attr-defined]
     if binarize == "dynamic":
         g = torch.Generator(device=x.device).manual_seed(EVAL_BINARIZE_SEED)
         return torch.bernoulli(x, generator=g)

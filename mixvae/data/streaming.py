@@ -57,23 +57,25 @@ class _Failed:
     message: str
 
 
+def _tensor_item(item: Any) -> bool:
+    return isinstance(item, tuple | list) and len(item) in (1, 2) and isinstance(item[0], torch.Tensor)
+
+
 class _Collate:
     """Stack the items of one minibatch as they come (in the loader's workers); labels alongside."""
 
     def __call__(self, items: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None] | _Failed:
         try:
-            if all(isinstance(item, tuple | list) and isinstance(item[0], torch.Tensor) for item in items):
+            if all(_tensor_item(item) for item in items):
                 # tensors (a TensorDataset, a transform's output): stacked as they are
-                xs, ys = [item[0] for item in items], [item[1] if len(item) == 2 else None for item in items]
-                if any(len(item) not in (1, 2) for item in items):
-                    raise DataError(f"an item has {max(len(i) for i in items)} parts; {ITEM_FORM}")
-                x = torch.stack(xs)
+                x = torch.stack([item[0] for item in items])
+                ys = [item[1] if len(item) == 2 else None for item in items]
             else:
                 xs, ys = zip(*(_parts(item) for item in items), strict=True)
                 x = torch.from_numpy(np.stack(xs))
             y = None if any(v is None for v in ys) else torch.as_tensor([int(v) for v in ys])
-        except (TypeError, ValueError, DataError) as e:
-            return _Failed(str(e))
+        except (TypeError, ValueError, RuntimeError, DataError) as e:  # RuntimeError: torch.stack's
+            return _Failed(str(e).splitlines()[0])
         return x, y
 
 

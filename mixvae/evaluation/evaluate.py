@@ -51,13 +51,7 @@ from mixvae.evaluation.likelihood import (
     pareto_khat,
 )
 from mixvae.evaluation.posthoc import ensure_posthoc_gmm, latent_codes
-from mixvae.evaluation.sample_quality import (
-    SAMPLE_CLASSIFIER_POINTS,
-    fit_sample_classifier,
-    labelled_training_points,
-    sample_quality,
-    score_images,
-)
+from mixvae.evaluation.sample_quality import score_run_samples
 from mixvae.guides import Guide
 from mixvae.inference.objectives import evaluate_elbo, has_discrete_site
 from mixvae.models import VAE
@@ -357,7 +351,18 @@ def evaluate_run(
             clusters: dict[str, Clustering] = {}
             if labels is not None:
                 clusters, result["clustering"] = _clustering(run, data, x, train_x, labels, seed)
-            quality = _sample_quality(run, data, raw_x, labels, split, classifier, num_draws, seed, result)
+            quality = score_run_samples(
+                run,
+                data,
+                raw_x,
+                labels,
+                split,
+                classifier,
+                num_draws,
+                _sub_seed(seed, "samples"),
+                result,
+                seed,
+            )
             idata = _inference_data(run, prior_z, posterior.z, read_metrics(run_dir))
             # The outputs are written as one set: staged, then moved in with evaluation.json last.
             with staging(run_dir, "evaluate") as staged:
@@ -434,29 +439,3 @@ def _aggregate_posterior(
     mmd = mmd_test(posterior.z, prior_z, num_permutations=mmd_permutations, seed=_sub_seed(seed, "mmd"))
     result.update(mmd=mmd.mmd2, mmd_pvalue=mmd.pvalue, mmd_bandwidth=mmd.bandwidth, mmd_draws=num_draws)
     return prior_z, posterior
-
-
-def _sample_quality(
-    run: Run,
-    data: Dataset,
-    raw_x: torch.Tensor,
-    labels: torch.Tensor | None,
-    split: str,
-    classifier: Any,
-    num_draws: int,
-    seed: int,
-    result: dict[str, Any],
-) -> dict[str, Any]:
-    """Sample quality by latent source into ``result`` (needs training labels); returns it by source."""
-    if classifier is None:
-        fit = labelled_training_points(data, SAMPLE_CLASSIFIER_POINTS, seed)
-        if fit is None:
-            return {}
-        classifier = fit_sample_classifier(*fit, max_train=SAMPLE_CLASSIFIER_POINTS, seed=seed)
-    if labels is not None:
-        accuracy = float(classifier.score(raw_x.flatten(1).cpu().numpy(), labels.numpy()))
-        result["classifier"] = {"kind": type(classifier).__name__, f"{split}_accuracy": accuracy}
-    quality = sample_quality(run, data, classifier, num_samples=num_draws, seed=_sub_seed(seed, "samples"))
-    quality["data"] = score_images(classifier, raw_x[:num_draws])
-    result["sample_quality"] = {name: q.to_dict() for name, q in quality.items()}
-    return quality

@@ -147,3 +147,33 @@ def sample_quality(
         images = torch.cat([run.model.decoder.mean(zb) for zb in z.split(batch_size)])
         out[name] = score_images(classifier, images)
     return out
+
+
+def score_run_samples(
+    run: Run,
+    data: Dataset,
+    raw_x: torch.Tensor,
+    labels: torch.Tensor | None,
+    split: str,
+    classifier: Any,
+    num_draws: int,
+    draw_seed: int,
+    result: dict[str, Any],
+    fit_seed: int = 0,
+) -> dict[str, SourceQuality]:
+    """Sample quality by latent source into ``result`` (``evaluate_run``'s part; needs training
+    labels): the classifier (fitted with ``fit_seed`` unless given), its accuracy on ``raw_x``,
+    the scores of ``num_draws`` decoded samples per source (drawn with ``draw_seed``) and of
+    real images.  Returns the scores by source (empty without labels)."""
+    if classifier is None:
+        fit = labelled_training_points(data, SAMPLE_CLASSIFIER_POINTS, fit_seed)
+        if fit is None:
+            return {}
+        classifier = fit_sample_classifier(*fit, seed=fit_seed)
+    if labels is not None:
+        accuracy = float(classifier.score(raw_x.flatten(1).cpu().numpy(), labels.numpy()))
+        result["classifier"] = {"kind": type(classifier).__name__, f"{split}_accuracy": accuracy}
+    quality = sample_quality(run, data, classifier, num_samples=num_draws, seed=draw_seed)
+    quality["data"] = score_images(classifier, raw_x[:num_draws])
+    result["sample_quality"] = {name: q.to_dict() for name, q in quality.items()}
+    return quality
