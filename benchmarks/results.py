@@ -170,7 +170,9 @@ def run_one(
     longer = False  # a finished run asked to train for more epochs: continue it
     if (run_dir / "config.json").exists():
         stored = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-        same = dataclasses.replace(stored, overwrite=config.overwrite, dataset=config.dataset)
+        same = dataclasses.replace(
+            stored, overwrite=config.overwrite, dataset=config.dataset, data_dir=config.data_dir
+        )
         longer = stored.epochs < config.epochs and dataclasses.replace(same, epochs=config.epochs) == config
         if same != config and not longer:
             raise SystemExit(
@@ -643,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup_epochs=args.warmup_epochs,
         binarize=binarize,
         likelihood=likelihood,
+        data_dir=args.data_dir,  # recorded, so that mixvae evaluate / sample find the files
         download=False,
     )
     if likelihood == "logistic":

@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.add_argument("--out", default=None, help="PNG path (default: RUN/samples-SOURCE[-COMPONENT].png)")
+    for command in (evaluate, sample):
+        command.add_argument(
+            "--data-dir", default=None, help="where the run's data files are now (they moved)"
+        )
     for command in (train, listing, evaluate, sample):
         _add_plugin_flag(command)
     return parser
@@ -346,7 +350,7 @@ def _sample_run(args: argparse.Namespace, run_dir: Any, out: Any) -> int:
             raise ConfigError(f"--component takes an integer or 'all', got {component!r}") from None
     c = run.config
     # a stored run never downloads by itself (its data folder is the one it was trained on)
-    data = None if args.source == "prior" else run_dataset(c, run_dir)
+    data = None if args.source == "prior" else run_dataset(c, run_dir, data_dir=args.data_dir)
     shape = figure_shape(run.model.decoder.data_shape, None if data is None else data.image_shape)
     if shape is None and data is not None:
         raise ConfigError(f"data set {c.dataset!r} has no image shape to draw")
@@ -377,6 +381,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         surgery_points=args.surgery_points,
         device=args.device,
+        data_dir=args.data_dir,
     )
     bits = f" ({result['bits_per_dim']:.4f} bits/dim)" if "bits_per_dim" in result else ""
     print(

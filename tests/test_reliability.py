@@ -171,6 +171,12 @@ def test_resume_from_moved_data_files(mnist_dir, tmp_path):
     first.rmdir()
     with pytest.raises(DataError, match="does not exist"):
         resume(run, epochs=2, progress=False, figures=False)
+    grid = tmp_path / "grid.png"  # sample and evaluate take the new folder too
+    assert (
+        main(["sample", str(run), "--source", "aggregate", "--data-dir", str(mnist_dir), "--out", str(grid)])
+        == 0
+    )
+    assert grid.is_file() and main(["sample", str(run), "--source", "aggregate", "--out", str(grid)]) == 2
     assert (
         main(["train", "--resume", str(run), "--epochs", "2", "--data-dir", str(mnist_dir), "--quiet"]) == 0
     )

@@ -236,6 +236,7 @@ def evaluate_run(
     figures: bool = True,
     *,
     dataset: Dataset | Any = None,
+    data_dir: str | None = None,
     seed: int = 0,
     batch_size: int = 100,
     chunk_samples: int = 100,
@@ -279,6 +280,7 @@ def evaluate_run(
 
     :param dataset: data to evaluate on instead of loading ``config.dataset`` (needed for a run
         trained on in-memory data).
+    :param data_dir: where the files of the run's registered data set are now (they moved).
     :param encoder: for a run trained with your own modules: fresh encoder and decoder modules of
         the same architecture (see :func:`~mixvae.runs.load_run`).
     :param decoder: see ``encoder``.
@@ -302,7 +304,7 @@ def evaluate_run(
             data = (
                 as_dataset(dataset, torch_dtype(config.dtype))
                 if dataset is not None
-                else run_dataset(config, run_dir)
+                else run_dataset(config, run_dir, data_dir=data_dir)
             )
             if split == "train" and data.streamed:
                 raise ConfigError(

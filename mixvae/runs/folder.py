@@ -214,9 +214,13 @@ def config_from_payload(payload: dict[str, Any], run_dir: Path) -> TrainConfig:
         raise CheckpointError(f"{run_dir} holds a configuration this mixvae cannot use ({e})") from None
 
 
-def run_dataset(config: TrainConfig, run_dir: str | Path, download: bool = False) -> Dataset:
+def run_dataset(
+    config: TrainConfig, run_dir: str | Path, download: bool = False, data_dir: str | None = None
+) -> Dataset:
     """The data a stored run was trained on, found again from its configuration (a registered
     name, or the file or folder it was read from), in the run's dtype.
+
+    :param data_dir: where a registered data set's files are now, instead of the configuration's.
 
     :raises DataError: for a run trained on in-memory data, saying what to pass instead.
     """
@@ -230,7 +234,9 @@ def run_dataset(config: TrainConfig, run_dir: str | Path, download: bool = False
             f"{run_dir} was trained on in-memory data ({config.dataset!r}), which a run folder does not keep; "
             "pass them again from Python: evaluate_run(RUN, dataset=data), resume(RUN, dataset=data)"
         )
-    return load_dataset(config.dataset, config.data_dir, download, dtype=torch_dtype(config.dtype))
+    return load_dataset(
+        config.dataset, data_dir or config.data_dir, download, dtype=torch_dtype(config.dtype)
+    )
 
 
 def payload_data_shape(payload: dict[str, Any], config: TrainConfig) -> tuple[int, ...]:
