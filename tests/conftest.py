@@ -61,3 +61,16 @@ def mnist_dir() -> Path:
 
 def torch_threads() -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def run_readme_block(marker: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Execute, in ``folder``, the one python block of README.md that contains ``marker``; its names."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if marker in b]
+    assert len(blocks) == 1, f"README.md has no (or more than one) python block with {marker!r}"
+    monkeypatch.chdir(folder)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    return namespace

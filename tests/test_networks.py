@@ -12,6 +12,7 @@ from mixvae import TrainConfig, build, load_run, train
 from mixvae.data import Dataset
 from mixvae.errors import ConfigError
 from mixvae.networks import NETWORKS, resolve
+from tests.conftest import run_readme_block
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (2, 7, 9)]
 
@@ -192,15 +193,7 @@ def test_a_minibatch_of_another_shape_is_one_line(small_digit_images):
 
 
 def test_readme_own_networks_example_runs(tmp_path, monkeypatch):
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "encoder=encoder" in b]
-    assert len(blocks) == 1, "README.md has no python block with your own networks"
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    namespace = run_readme_block("encoder=encoder", tmp_path, monkeypatch)
     run = namespace["run"]
     assert run.config.network == "given" and run.epoch == 2
     assert (tmp_path / "runs" / "own-networks" / "checkpoint.pt").is_file()

@@ -15,6 +15,7 @@ from mixvae.data import Dataset, StreamedPoints, evaluation_data, from_arrays, s
 from mixvae.errors import ConfigError, DataError
 from mixvae.evaluation.sampling import sample_latents
 from mixvae.inference import resume
+from tests.conftest import run_readme_block
 
 
 @pytest.fixture(scope="module")
@@ -234,15 +235,7 @@ def test_a_held_out_dataset_is_read_into_memory(points):
 
 
 def test_readme_own_data_example_runs(tmp_path, monkeypatch):
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "dataset=Faces()" in b]
-    assert len(blocks) == 1, "README.md has no python block with your own torch dataset"
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    namespace = run_readme_block("dataset=Faces()", tmp_path, monkeypatch)
     run = namespace["run"]
     assert run.epoch == 2 and run.summary["num_train"] == 320 and run.config.network == "conv"
     evaluation = json.loads((tmp_path / "runs" / "own-data" / "evaluation.json").read_text())
