@@ -127,6 +127,13 @@ class TrainConfig:
     warmup_epochs: float = _opt(
         0.0, "KL warm-up: scale every latent site by beta rising linearly to 1 over this many epochs"
     )
+    mutual_info: float = _opt(
+        0.0,
+        "weight lambda of the mutual information I(x; y) between the points of a minibatch and the "
+        "guide's discrete site y, subtracted from the loss (lambda = 1 replaces each point's "
+        "KL(q(y|x) || p(y)) by the minibatch's aggregate KL(q(y) || p(y)): confident, balanced clusters; "
+        "not an ELBO, so the held-out ELBO stays the plain one); for guides that provide y (categorical)",
+    )
     kl: str = _opt(
         "analytic",
         "KL terms when nothing is enumerated: analytic (closed form where torch has one, "
@@ -283,6 +290,8 @@ class TrainConfig:
             raise ConfigError(f"--clip-grad must be positive, got {self.clip_grad!r}")
         if not self.checkpoint_minutes > 0:
             raise ConfigError(f"--checkpoint-minutes must be positive, got {self.checkpoint_minutes!r}")
+        if self.mutual_info < 0:
+            raise ConfigError(f"--mutual-info must be >= 0, got {self.mutual_info!r}")
         if self.warmup_epochs < 0:
             raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs!r}")
         for f in dataclasses.fields(self):  # the fields declared with choices

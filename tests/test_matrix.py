@@ -347,3 +347,7 @@ def test_the_readme_guide_table_says_what_the_registries_allow():
     assert {name for name, _ in rows} == set(GUIDES.names())
     for name, pairs in rows:
         assert [p.strip() for p in pairs.split(",")] == compatible_priors(name), name
+
+
+def test_direct_loss_is_pyros_elbo_with_a_separate_body_for_q_y():
+    _check_direct_loss("gmm", "categorical", 1.0, True, y_network="separate")

@@ -15,7 +15,7 @@ from mixvae.build import build, check_names
 from mixvae.config import TrainConfig, torch_dtype
 from mixvae.data import DATASETS, Dataset, evaluation_data, is_data_path, load_dataset
 from mixvae.errors import ConfigError, DataError
-from mixvae.guides import Guide
+from mixvae.guides import GUIDES, Guide
 from mixvae.inference.tracking import check_logger
 from mixvae.inference.warmstart import warm_start
 from mixvae.models import LIKELIHOODS, VAE
@@ -120,6 +120,11 @@ def start_run(
     data = check_data(data, config)
     config.network = GIVEN if given else resolve(config.network, data.data_shape)  # recorded in config.json
     check_logger(config.logger)  # a missing package is refused before the folder is written
+    if config.mutual_info and GUIDES[config.guide].discrete_site is None:
+        raise ConfigError(
+            f"--mutual-info weighs the information in the guide's discrete site, and guide "
+            f"{config.guide!r} has none; use a guide that provides y (--guide categorical) or drop the flag"
+        )
     if claim:
         run_dir, lock = prepare_run_dir(config, "train")
     else:  # a worker process of a multi-process run: rank 0 holds the folder

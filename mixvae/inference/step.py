@@ -11,6 +11,20 @@ from mixvae.inference.semisupervised import labelled_loss, labelled_split
 from mixvae.runs.folder import Run
 
 
+def minibatch_information(logits: torch.Tensor) -> torch.Tensor:
+    """The mutual information between the points of a minibatch and ``y`` under q(y | x):
+    ``H(mean_b q(y|x_b)) - mean_b H(q(y|x_b))``, from the logits (B, K) of q(y | x).
+
+    It is ``mean_b KL(q(y|x_b) || p(y)) - KL(mean_b q(y|x_b) || p(y))`` for any p(y):
+    subtracting it from the negative ELBO puts the aggregate's KL where each point's was.
+    """
+    log_q = logits.log_softmax(-1)
+    q = log_q.exp()
+    mean_q = q.mean(0)
+    marginal_entropy = -(mean_q * mean_q.clamp_min(torch.finfo(q.dtype).tiny).log()).sum()
+    return marginal_entropy + (q * log_q).sum(-1).mean()
+
+
 def warmup_beta(step: int, steps_per_epoch: int, warmup_epochs: float) -> float:
     """KL warm-up: beta at optimisation step ``step`` (counted from 1), rising linearly to 1
     over ``warmup_epochs`` epochs of ``steps_per_epoch`` steps (1 throughout without warm-up)."""
@@ -60,6 +74,8 @@ class RunObjective:
             self.labelled_elbo = make_elbo(enumerates=False, analytic_kl=analytic_kl)
         self.warmup = LatentScale()
         self._verified = False
+        #: --mutual-info lambda (0: the plain ELBO; a guide with a discrete site, checked by start_run)
+        self.mutual_info = config.mutual_info
 
     def to(self, device: torch.device) -> RunObjective:
         """Move the labelled points to ``device`` (where Lightning put the model)."""
@@ -75,6 +91,9 @@ class RunObjective:
             self.loss.verify(xb, self.num_data, beta=beta)
             self._verified = True
         loss = self.loss(xb, self.num_data, beta=beta)
+        if self.mutual_info:
+            info = minibatch_information(self.run.guide.component_logits(xb))
+            loss = loss - self.mutual_info * beta * self.num_data * info
         if self.labelled:
             self.warmup.beta = beta
             loss = loss + labelled_loss(
