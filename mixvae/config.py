@@ -134,6 +134,13 @@ class TrainConfig:
         "KL(q(y|x) || p(y)) by the minibatch's aggregate KL(q(y) || p(y)): confident, balanced clusters; "
         "not an ELBO, so the held-out ELBO stays the plain one); for guides that provide y (categorical)",
     )
+    y_temperature: float = _opt(
+        1.0,
+        "deterministic annealing of the guide's discrete site y: each point's entropy H(q(y|x)) weighs T "
+        "in the loss (the ELBO's weight is 1), T falling linearly from this value to 1 over "
+        "--y-temperature-epochs (soft cluster assignments early); for guides that provide y (categorical)",
+    )
+    y_temperature_epochs: float = _opt(0.0, "epochs over which --y-temperature falls to 1")
     kl: str = _opt(
         "analytic",
         "KL terms when nothing is enumerated: analytic (closed form where torch has one, "
@@ -292,6 +299,14 @@ class TrainConfig:
             raise ConfigError(f"--checkpoint-minutes must be positive, got {self.checkpoint_minutes!r}")
         if self.mutual_info < 0:
             raise ConfigError(f"--mutual-info must be >= 0, got {self.mutual_info!r}")
+        if self.y_temperature < 1:
+            raise ConfigError(f"--y-temperature must be >= 1 (1: the ELBO), got {self.y_temperature!r}")
+        if self.y_temperature_epochs < 0:
+            raise ConfigError(f"--y-temperature-epochs must be >= 0, got {self.y_temperature_epochs!r}")
+        if self.y_temperature > 1 and not self.y_temperature_epochs:
+            raise ConfigError(
+                "--y-temperature anneals to 1 over --y-temperature-epochs; give that number of epochs"
+            )
         if self.warmup_epochs < 0:
             raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs!r}")
         for f in dataclasses.fields(self):  # the fields declared with choices

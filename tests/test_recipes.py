@@ -1,6 +1,9 @@
-"""The training recipes' options for clustering from scratch (--mutual-info), checked against closed forms."""
+"""The training recipes' options for clustering from scratch (--mutual-info, --y-temperature,
+--y-network separate), checked against closed forms."""
 
 from __future__ import annotations
+
+import json
 
 import pyro
 import pytest
@@ -10,7 +13,7 @@ from mixvae import TrainConfig, train
 from mixvae.build import build
 from mixvae.errors import ConfigError
 from mixvae.inference.setup import start_run
-from mixvae.inference.step import RunObjective, minibatch_information
+from mixvae.inference.step import RunObjective, mean_entropy, minibatch_information, step_schedule
 
 
 def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -55,6 +58,30 @@ def test_the_step_subtracts_the_weighted_information_from_the_negative_elbo(smal
     torch.testing.assert_close(losses[1], losses[0] - 0.5 * 0.8 * len(data.train_x) * info)
 
 
+def test_the_y_temperature_weighs_each_points_entropy_and_falls_to_one(small_digits, tmp_path):
+    """With T the loss is the ELBO's minus (T - 1) * beta * N * mean H(q(y|x)): H weighs beta * T;
+    T falls linearly from --y-temperature to 1 over --y-temperature-epochs (then stays 1)."""
+    config = TrainConfig(
+        prior="gmm", guide="categorical", hidden=(32,), latent_dim=4, components=10, out=str(tmp_path / "r")
+    )
+    run, data, _ = start_run(config, small_digits, device=torch.device("cpu"), write=False, claim=False)
+    objective = RunObjective(run, data, torch.device("cpu"))
+    xb = data.train_x[:64]
+    losses = []
+    for temperature in (1.0, 2.5):
+        pyro.set_rng_seed(3)
+        losses.append(objective(xb, 0.5, torch.Generator().manual_seed(1), temperature))
+    entropy = mean_entropy(run.guide.component_logits(xb))
+    logits = run.guide.component_logits(xb)
+    torch.testing.assert_close(entropy, torch.distributions.Categorical(logits=logits).entropy().mean())
+    torch.testing.assert_close(losses[1], losses[0] - 1.5 * 0.5 * len(data.train_x) * entropy)
+    annealed = TrainConfig(y_temperature=5.0, y_temperature_epochs=2.0, warmup_epochs=1.0)
+    assert step_schedule(5, 10, annealed) == pytest.approx((0.5, 4.0))
+    assert step_schedule(20, 10, annealed) == (1.0, 1.0)
+    assert step_schedule(500, 10, annealed) == (1.0, 1.0)
+    assert step_schedule(7, 10, TrainConfig()) == (1.0, 1.0)
+
+
 def test_mutual_info_trains_and_is_refused_where_the_guide_has_no_discrete_site(small_digits, tmp_path):
     run = train(
         TrainConfig(
@@ -78,6 +105,42 @@ def test_mutual_info_trains_and_is_refused_where_the_guide_has_no_discrete_site(
     assert not (tmp_path / "no").exists()
     with pytest.raises(ConfigError, match="--mutual-info must be >= 0"):
         TrainConfig(mutual_info=-1.0).validate()
+
+
+def test_y_temperature_trains_records_its_schedule_and_refuses_what_it_cannot_do(small_digits, tmp_path):
+    run = train(
+        TrainConfig(
+            prior="gmm",
+            guide="categorical",
+            hidden=(32,),
+            latent_dim=4,
+            components=10,
+            y_temperature=3.0,
+            y_temperature_epochs=2.0,
+            epochs=3,
+            out=str(tmp_path / "ok"),
+        ),
+        dataset=small_digits,
+    )
+    metrics = [json.loads(line) for line in (tmp_path / "ok" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["y_temperature"] for m in metrics] == pytest.approx([2.0, 1.0, 1.0])
+    assert run.config.y_temperature == 3.0
+    with pytest.raises(ConfigError, match="guide 'gaussian' has none"):
+        train(
+            TrainConfig(
+                prior="gmm",
+                guide="gaussian",
+                y_temperature=2.0,
+                y_temperature_epochs=1.0,
+                out=str(tmp_path / "no"),
+            ),
+            dataset=small_digits,
+        )
+    assert not (tmp_path / "no").exists()
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        TrainConfig(y_temperature=0.5).validate()
+    with pytest.raises(ConfigError, match="give that number of epochs"):
+        TrainConfig(y_temperature=2.0).validate()
 
 
 @pytest.mark.parametrize("network", ["mlp", "conv"])

@@ -64,6 +64,30 @@ def plot_losses(metrics: Sequence[dict[str, Any]], path: str | Path) -> None:
     save_figure(fig, path)
 
 
+def plot_clustering_curves(runs: dict[str, Sequence[dict[str, Any]]], path: str | Path) -> None:
+    """Held-out cluster accuracy (Hungarian) and held-out ELBO against epochs, one line per run.
+
+    :param runs: a label -> the run's ``metrics.jsonl`` records (runs whose records carry
+        ``clustering``: data with labels and a pair with a discrete component).
+    """
+    fig = new_figure(10, 4)
+    acc, elbo = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for label, metrics in runs.items():
+        epochs = [m["epoch"] for m in metrics]
+        acc.plot(epochs, [100 * m["clustering"]["acc_hungarian"] for m in metrics], label=label, lw=1)
+        elbo.plot(epochs, [m["heldout_elbo"] for m in metrics], label=label, lw=1)
+    acc.set_xlabel("epoch")
+    acc.set_ylabel("held-out accuracy (Hungarian), %")
+    elbo.set_xlabel("epoch")
+    elbo.set_ylabel("held-out ELBO, nats")
+    low = min((m["heldout_elbo"] for ms in runs.values() for m in ms[len(ms) // 10 :]), default=None)
+    if low is not None:  # the first epochs' ELBO would squash the rest of the curve
+        elbo.set_ylim(bottom=low - 2)
+    acc.legend(fontsize="small")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 @torch.no_grad()
 def plot_reconstructions(
     model: VAE, guide: Guide, x: torch.Tensor, shape: Sequence[int], path: str | Path

@@ -28,7 +28,7 @@ from mixvae.evaluation.summary import summarize
 from mixvae.inference.objectives import evaluate_elbo
 from mixvae.inference.optim import adam
 from mixvae.inference.setup import start_run
-from mixvae.inference.step import RunObjective, warmup_beta
+from mixvae.inference.step import RunObjective, step_schedule, warmup_beta
 from mixvae.inference.tracking import epoch_clustering, make_logger
 from mixvae.runs.checkpoint import Position, checkpoint_payload, save_checkpoint
 from mixvae.runs.files import write_json, write_text
@@ -97,10 +97,10 @@ class SVIModule(_Base):
         (x,) = batch
         c = self.config
         steps_per_epoch = math.ceil(self.num_data / (c.batch_size * self.trainer.world_size))
-        beta = warmup_beta(self.global_step + 1, steps_per_epoch, c.warmup_epochs)
+        beta, temperature = step_schedule(self.global_step + 1, steps_per_epoch, c)
         self.objective.to(x.device)
         with pyro.validation_enabled(False):
-            loss = self.objective(x, beta, self._generator())
+            loss = self.objective(x, beta, self._generator(), temperature)
         self.log("train_loss", loss.detach() / self.num_data, on_epoch=True, on_step=False, sync_dist=True)
         return loss
 
@@ -117,6 +117,8 @@ class SVIModule(_Base):
             "beta": warmup_beta(self.global_step, steps_per_epoch, c.warmup_epochs),
             "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
         }
+        if c.y_temperature != 1.0:
+            numbers["y_temperature"] = step_schedule(self.global_step, steps_per_epoch, c)[1]
         scores = epoch_clustering(self.model, self.guide, x, self.heldout_y, c.eval_batch_size)
         numbers.update({f"clustering/{k}": v for k, v in (scores or {}).items()})
         self.trainer.logger.log_metrics(numbers, step=self.current_epoch + 1)

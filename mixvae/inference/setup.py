@@ -120,11 +120,15 @@ def start_run(
     data = check_data(data, config)
     config.network = GIVEN if given else resolve(config.network, data.data_shape)  # recorded in config.json
     check_logger(config.logger)  # a missing package is refused before the folder is written
-    if config.mutual_info and GUIDES[config.guide].discrete_site is None:
-        raise ConfigError(
-            f"--mutual-info weighs the information in the guide's discrete site, and guide "
-            f"{config.guide!r} has none; use a guide that provides y (--guide categorical) or drop the flag"
-        )
+    for flag, value, default in (
+        ("--mutual-info", config.mutual_info, 0.0),
+        ("--y-temperature", config.y_temperature, 1.0),
+    ):
+        if value != default and GUIDES[config.guide].discrete_site is None:
+            raise ConfigError(
+                f"{flag} acts on the guide's discrete site, and guide {config.guide!r} has none; "
+                "use a guide that provides y (--guide categorical) or drop the flag"
+            )
     if claim:
         run_dir, lock = prepare_run_dir(config, "train")
     else:  # a worker process of a multi-process run: rank 0 holds the folder

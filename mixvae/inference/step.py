@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from mixvae.data import Dataset
@@ -9,6 +11,9 @@ from mixvae.inference.loss import TrainingLoss
 from mixvae.inference.objectives import LatentScale, make_elbo
 from mixvae.inference.semisupervised import labelled_loss, labelled_split
 from mixvae.runs.folder import Run
+
+if TYPE_CHECKING:
+    from mixvae.config import TrainConfig
 
 
 def minibatch_information(logits: torch.Tensor) -> torch.Tensor:
@@ -30,6 +35,27 @@ def warmup_beta(step: int, steps_per_epoch: int, warmup_epochs: float) -> float:
     over ``warmup_epochs`` epochs of ``steps_per_epoch`` steps (1 throughout without warm-up)."""
     warmup_steps = warmup_epochs * steps_per_epoch
     return min(1.0, step / warmup_steps) if warmup_steps else 1.0
+
+
+def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """``mean_b H(q(y|x_b))`` from the logits (B, K) of q(y | x)."""
+    log_q = logits.log_softmax(-1)
+    return -(log_q.exp() * log_q).sum(-1).mean()
+
+
+def y_temperature(step: int, steps_per_epoch: int, start: float, epochs: float) -> float:
+    """The weight T of each point's entropy H(q(y|x)) at step ``step`` (counted from 1):
+    ``start`` falling linearly to 1 over ``epochs`` epochs (``--y-temperature``), the
+    schedule of :func:`warmup_beta` run from ``start`` to 1."""
+    return start + (1.0 - start) * warmup_beta(step, steps_per_epoch, epochs)
+
+
+def step_schedule(step: int, steps_per_epoch: int, config: TrainConfig) -> tuple[float, float]:
+    """``(beta, T)`` of optimisation step ``step``: KL warm-up and the y temperature."""
+    return (
+        warmup_beta(step, steps_per_epoch, config.warmup_epochs),
+        y_temperature(step, steps_per_epoch, config.y_temperature, config.y_temperature_epochs),
+    )
 
 
 class RunObjective:
@@ -83,17 +109,24 @@ class RunObjective:
             self.labelled_x, self.labelled_y = self.labelled_x.to(device), self.labelled_y.to(device)
         return self
 
-    def __call__(self, xb: torch.Tensor, beta: float, gen: torch.Generator) -> torch.Tensor:
-        """The loss of the unlabelled minibatch ``xb`` (as sliced from :attr:`train_x`)."""
+    def __call__(
+        self, xb: torch.Tensor, beta: float, gen: torch.Generator, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """The loss of the unlabelled minibatch ``xb`` (as sliced from :attr:`train_x`), with KL
+        warm-up ``beta`` and y temperature ``temperature`` (see :func:`step_schedule`)."""
         if self.run.config.binarize == "dynamic":
             xb = torch.bernoulli(xb, generator=gen)
         if not self._verified:  # the direct ELBO against Pyro's, once per process
             self.loss.verify(xb, self.num_data, beta=beta)
             self._verified = True
         loss = self.loss(xb, self.num_data, beta=beta)
-        if self.mutual_info:
-            info = minibatch_information(self.run.guide.component_logits(xb))
-            loss = loss - self.mutual_info * beta * self.num_data * info
+        if self.mutual_info or temperature != 1.0:
+            logits = self.run.guide.component_logits(xb)
+            if self.mutual_info:
+                info = minibatch_information(logits)
+                loss = loss - self.mutual_info * beta * self.num_data * info
+            if temperature != 1.0:  # the ELBO weighs each H(q(y|x)) by beta; annealing by beta * T
+                loss = loss - (temperature - 1.0) * beta * self.num_data * mean_entropy(logits)
         if self.labelled:
             self.warmup.beta = beta
             loss = loss + labelled_loss(

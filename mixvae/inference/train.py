@@ -28,7 +28,7 @@ from mixvae.inference.objectives import evaluate_elbo
 from mixvae.inference.optim import adam
 from mixvae.inference.setup import start_run
 from mixvae.inference.signals import StopRequest
-from mixvae.inference.step import RunObjective, warmup_beta
+from mixvae.inference.step import RunObjective, step_schedule, warmup_beta
 from mixvae.inference.tracking import Tracker, epoch_clustering
 from mixvae.runs.checkpoint import Position, checkpoint_payload, save_checkpoint
 from mixvae.runs.checkpoint import describe_kept as _kept
@@ -273,12 +273,12 @@ class _Fit:
     def step(self, xb: torch.Tensor) -> None:
         """One optimisation step on the minibatch ``xb``; divergence stops before the update."""
         pos, config, n = self.pos, self.config, self.objective.num_data
-        beta = warmup_beta(pos.step + 1, self.steps_per_epoch, config.warmup_epochs)
+        beta, temperature = step_schedule(pos.step + 1, self.steps_per_epoch, config)
         # Validate the first step only (distribution arguments; with Pyro's ELBO
         # also model/guide mismatches): it costs about 5% per step after that.
         try:
             with pyro.validation_enabled(pos.step == 0):
-                loss = self.objective(xb, beta, self.gen)
+                loss = self.objective(xb, beta, self.gen, temperature)
         except (RuntimeError, ValueError) as e:
             # A NaN update can make a distribution refuse its parameters
             # (e.g. sampling a Categorical with NaN weights): name the cause.
@@ -328,6 +328,8 @@ class _Fit:
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_seconds": train_seconds,
         }
+        if config.y_temperature != 1.0:  # the last step's
+            record["y_temperature"] = step_schedule(pos.step, self.steps_per_epoch, config)[1]
         scores = epoch_clustering(
             run.model, run.guide, self.heldout_x, self.data.test_y, config.eval_batch_size
         )
