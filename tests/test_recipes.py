@@ -176,3 +176,27 @@ def test_a_separate_body_for_q_y_is_its_own_network_and_gives_the_same_marginal(
         dataset=small_digit_images,
     )
     assert run.config.y_network == "separate"
+
+
+def test_init_spread_sets_the_spread_of_the_initial_component_means():
+    """--init-spread s: the gmm prior's initial means are N(0, s^2) draws (the same draws scaled)."""
+    shape = 20
+    means = {}
+    for spread in (1.0, 0.16):
+        torch.manual_seed(0)
+        model, _ = build(
+            TrainConfig(
+                prior="gmm",
+                guide="categorical",
+                hidden=(8,),
+                latent_dim=64,
+                components=10,
+                init_spread=spread,
+            ),
+            shape,
+        )
+        means[spread] = model.prior.locs.detach()
+    assert means[1.0].std() == pytest.approx(1.0, rel=0.1)
+    torch.testing.assert_close(means[0.16], 0.16 * means[1.0])
+    with pytest.raises(ConfigError, match="init-spread"):
+        TrainConfig(prior="gmm", init_spread=0.0).validate()

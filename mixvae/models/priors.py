@@ -307,6 +307,13 @@ class GMMPrior(Prior):
             choices=("learned", "uniform"),
             exclusive=True,
         )
+        init_spread: float = option(
+            1.0,
+            "standard deviation of the random initial component means of a gmm prior (Rui Shu's GMVAE "
+            "starts them near 0, about 0.16: the components begin alike and part as the clusters form)",
+            positive=True,
+            exclusive=True,
+        )
 
     fits_codes = True
     has_mixing_weights = True
@@ -333,7 +340,12 @@ class GMMPrior(Prior):
     def from_config(
         cls, config: TrainConfig, data_shape: tuple[int, ...], guide: torch.nn.Module
     ) -> GMMPrior:
-        return cls(config.latent_dim, config.components, learn_weights=config.mixture_weights == "learned")
+        return cls(
+            config.latent_dim,
+            config.components,
+            init_spread=config.init_spread,
+            learn_weights=config.mixture_weights == "learned",
+        )
 
     @property
     def num_components(self) -> int:
