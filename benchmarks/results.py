@@ -17,6 +17,11 @@ Trains and evaluates, for every seed:
   ``gmm`` and ``vampprior`` x ``gaussian`` trained on the importance-weighted
   bound (``--objective iwae``) with K = 5 and 50;
 
+* from scratch (``--only scratch``, ``--scratch-epochs``): the seed systems with their
+  papers' recipes (``benchmarks/recipes.py``: Rui Shu's GMVAE with K = 10 and 16,
+  Dilokthanakul et al.'s model with K = 10 and 16), no pretraining, with their learning
+  curves (held-out accuracy and ELBO against epochs, ``scratch-curves.png``);
+
 and writes a Markdown report (mean +- sd over seeds and the best seed) with
 the clustering table (accuracy with Hungarian matching and with the majority
 mapping, NMI, ARI, on the test set), the likelihood table (importance-weighted
@@ -63,7 +68,11 @@ from mixvae import TrainConfig, load_dataset
 from mixvae.data import Dataset
 from mixvae.evaluation.evaluate import evaluate_run
 from mixvae.evaluation.sample_quality import fit_sample_classifier
+from mixvae.figures.training import plot_clustering_curves
 from mixvae.runs import write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipes import SCRATCH_ROWS, recipe_flags  # the script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,6 +144,8 @@ LIKELIHOOD = (
 #: GMVAE beside them, scored by its likelihood too
 OTHER_DATA_LIKELIHOOD = [Setup("gmm x categorical", {"prior": "gmm", "guide": "categorical"})]
 CLUSTER_SCORES = ("acc_hungarian", "acc_majority", "nmi", "ari")
+#: the seed systems from scratch, with their papers' recipes (benchmarks/recipes.py)
+SCRATCH = [Setup(name, settings) for name, settings in SCRATCH_ROWS]
 
 
 def likelihood_rows(dataset: str) -> list[Setup]:
@@ -208,6 +219,7 @@ def run_one(
     result = json.loads(done.read_text())
     result["summary"] = json.loads((run_dir / "summary.json").read_text())
     result["config"] = json.loads((run_dir / "config.json").read_text())
+    result["run_dir"] = str(run_dir)
     # the optimisation steps of every epoch, whether trained in one go or resumed,
     # plus those of the run a warm start began from
     result["train_seconds"], result["epochs"] = _training_time(run_dir)
@@ -278,6 +290,38 @@ def clustering_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
                 f"{results[0]['epochs']} | {train_minutes(results):.1f} |"
             )
     return rows
+
+
+def scratch_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The from-scratch table: accuracy (Hungarian: mean ± sd, best and worst seed; majority
+    mapping), NMI, held-out ELBO, epochs, minutes per seed and each row's recipe as flags."""
+    rows = [
+        "| model | accuracy (Hungarian), % | best seed | worst seed | accuracy (majority), % | NMI | "
+        "ELBO, nats | epochs | train min/seed | recipe (`mixvae train` flags) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, results in found.items():
+        scores = [r["clustering"]["model"] for r in results]
+        acc = [s["acc_hungarian"] for s in scores]
+        rows.append(
+            f"| {name} | {mean_sd(acc, 100)} | "
+            f"{best(acc, 100)} | {100 * min(acc):.1f} | {mean_sd([s['acc_majority'] for s in scores], 100)} | "
+            f"{mean_sd([s['nmi'] for s in scores], digits=3)} | {mean_sd([r['elbo'] for r in results], digits=2)} | "
+            f"{results[0]['epochs']} | {train_minutes(results):.1f} | `{recipe_flags(results[0]['config'])}` |"
+        )
+    return rows
+
+
+def write_scratch_curves(found: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Held-out accuracy and ELBO against epochs of every seed of every from-scratch row."""
+    curves = {
+        name: [
+            [json.loads(line) for line in (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+            for r in results
+        ]
+        for name, results in found.items()
+    }
+    plot_clustering_curves(curves, path)
 
 
 def _bits(results: list[dict[str, Any]]) -> bool:
@@ -386,8 +430,9 @@ def report(
     likelihood: dict[str, list[dict[str, Any]]],
     common: dict[str, dict[str, Any]],
     plain: list[dict[str, Any]] | None = None,
+    scratch: dict[str, list[dict[str, Any]]] | None = None,
 ) -> str:
-    """The Markdown report: what was run, then the three tables (and the plain-PyTorch reference)."""
+    """The Markdown report: what was run, then the tables (and the plain-PyTorch reference)."""
     lines = [
         "# mixvae results",
         "",
@@ -452,6 +497,18 @@ def report(
             "(trained on the training images) gives to decoded samples.",
             "",
             *aggregate_table(likelihood),
+            "",
+        ]
+    if scratch:
+        lines += [
+            "## From scratch, the papers' recipes (test set)",
+            "",
+            "No pretraining, no initialisation from a clustering, no labels at any step; the numbers "
+            "are those of the last epoch (no selection of seed, restart or epoch). Each row's recipe is "
+            "the `mixvae train` flags beside it (besides the data, `--epochs` and `--seed`). Held-out "
+            "accuracy and ELBO against epochs: `scratch-curves.png`.",
+            "",
+            *scratch_table(scratch),
             "",
         ]
     return "\n".join(lines)
@@ -520,7 +577,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cluster-iw-samples", type=int, default=100, help="S of the clustering runs' evaluation"
     )
     parser.add_argument("--test-points", type=int, default=None, help="evaluate on the first N test images")
-    parser.add_argument("--only", choices=("clustering", "likelihood"), default=None)
+    parser.add_argument("--only", choices=("clustering", "likelihood", "scratch"), default=None)
+    parser.add_argument(
+        "--scratch-epochs",
+        type=int,
+        default=None,
+        help="training epochs of the from-scratch rows (default 150, 2 with --smoke; a larger number "
+        "resumes finished runs)",
+    )
     parser.add_argument(
         "--rows",
         nargs="+",
@@ -547,9 +611,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.epochs, args.likelihood_epochs, args.hidden = 2, 2, "32"
         args.seeds = 2 if args.seeds is None else args.seeds
         args.warm_epochs = 2 if args.warm_epochs is None else args.warm_epochs
+        args.scratch_epochs = 2 if args.scratch_epochs is None else args.scratch_epochs
         args.iw_samples, args.cluster_iw_samples = 20, 10
     if args.warm_epochs is None:
         args.warm_epochs = 100
+    if args.scratch_epochs is None:
+        args.scratch_epochs = 150
     if args.data_dir is None and args.dataset in ("mnist", "cifar10"):
         args.data_dir = str(ROOT.parent / "shared" / "data" / args.dataset)
     if args.seeds is None:
@@ -558,6 +625,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     every_row = [("clustering", s, 0) for s in CLUSTERING]
     every_row += [("likelihood", s, 0) for s in likelihood_rows(args.dataset)]
+    every_row += [("scratch", s, 0) for s in SCRATCH]
     if args.rows and not select_rows(every_row, args.rows):
         parser.error(
             f"no row matches --rows {' '.join(args.rows)}; the rows: {[s.name for _, s, _ in every_row]}"
@@ -660,15 +728,17 @@ def main(argv: list[str] | None = None) -> int:
             guide_components=3,
             epochs=args.likelihood_epochs,
         ),
+        "scratch": TrainConfig(**shared, epochs=args.scratch_epochs),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # one sample-quality classifier for every run (fitted on the training images)
     classifier = fit_sample_classifier(data.train_x, data.train_y, seed=0)
     eval_common = dict(classifier=classifier, surgery_points=min(2000, len(data.test_x)))
-    tables: dict[str, dict[str, list[dict[str, Any]]]] = {"clustering": {}, "likelihood": {}}
+    tables: dict[str, dict[str, list[dict[str, Any]]]] = {"clustering": {}, "likelihood": {}, "scratch": {}}
     plan = [("clustering", s, args.cluster_iw_samples) for s in CLUSTERING]
     plan += [("likelihood", s, args.iw_samples) for s in likelihood_rows(args.dataset)]
+    plan += [("scratch", s, args.cluster_iw_samples) for s in SCRATCH]
     if args.rows:
         plan = select_rows(plan, args.rows)
     for table, setup, samples in plan:
@@ -703,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
             run_plain(common["likelihood"], data, out / "likelihood", seed, args) for seed in args.seed_list
         ]
         plain = [r for r in plain if r is not None]
+    if tables["scratch"]:
+        write_scratch_curves(tables["scratch"], out / "scratch-curves.png")
     text = report(
         args,
         data,
@@ -710,6 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         tables["likelihood"],
         {k: v.settings() for k, v in common.items()},
         plain,
+        tables["scratch"],
     )
     (out / "results.md").write_text(text + "\n")
     print(text)

@@ -81,7 +81,7 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (out / "results.md").read_text()
-    for heading in ("## Clustering", "## Likelihood", "## Aggregate posterior"):
+    for heading in ("## Clustering", "## Likelihood", "## Aggregate posterior", "## From scratch"):
         assert heading in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     # 6 models with their own clusters + 2 baselines on the standard VAE; 14 likelihood rows; 14 aggregate rows
@@ -97,6 +97,19 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     ):
         assert sum(r.startswith(start) for r in rows) == 1, start
     assert sum(r.startswith("| vampprior x mixture |") for r in rows) == 2
+    # the from-scratch rows name the recipe they ran, as flags, and draw their learning curves
+    scratch = {r.split(" | ")[0][2:]: r for r in rows if "`--prior" in r}
+    assert list(scratch) == [
+        "GMVAE (Rui Shu), K = 10",
+        "GMVAE (Rui Shu), K = 16",
+        "dilokthanakul (paper), K = 10",
+        "dilokthanakul (paper), K = 16",
+    ]
+    assert "--latent-dim 64 --mixture-weights uniform" in scratch["GMVAE (Rui Shu), K = 16"]
+    assert "--components 16" in scratch["GMVAE (Rui Shu), K = 16"]
+    assert "--lr 0.0001" in scratch["dilokthanakul (paper), K = 10"]
+    assert "--zprior-threshold 0.5" in scratch["dilokthanakul (paper), K = 10"]
+    assert (out / "scratch-curves.png").stat().st_size > 10_000
     assert sum(r.startswith("| vampprior, data init x mixture |") for r in rows) == 2
     assert sum(r.startswith("| gmm, K = 500 x gaussian |") for r in rows) == 2
     for prior in ("gmm", "vampprior"):
@@ -108,7 +121,7 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
             assert (config["objective"], config["particles"]) == ("iwae", k)
     # every seed is a run folder that mixvae commands can open again
     evaluations = sorted(out.glob("*/*/seed*/evaluation.json"))
-    assert len(evaluations) == 2 * (7 + 14)
+    assert len(evaluations) == 2 * (7 + 14 + 4)
     # the warm-started runs record the run they started from
     origins = sorted(out.glob("clustering/gmm-full-*/seed*/init_from.json"))
     assert [json.loads(p.read_text())["run"] for p in origins] == 2 * [

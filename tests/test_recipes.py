@@ -200,3 +200,33 @@ def test_init_spread_sets_the_spread_of_the_initial_component_means():
     torch.testing.assert_close(means[0.16], 0.16 * means[1.0])
     with pytest.raises(ConfigError, match="init-spread"):
         TrainConfig(prior="gmm", init_spread=0.0).validate()
+
+
+def test_a_recipe_is_printed_as_the_flags_that_differ_from_the_defaults():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes.py"
+    spec = importlib.util.spec_from_file_location("recipes_script", path)
+    recipes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipes)
+    config = TrainConfig(
+        **dict(recipes.SCRATCH_ROWS)["dilokthanakul (paper), K = 16"], seed=3, out="x"
+    ).to_dict()
+    flags = recipes.recipe_flags(json.loads(json.dumps(config)))  # as config.json stores it
+    assert flags == (
+        "--prior dilokthanakul --guide dilokthanakul --batch-size 50 --components 16 --hidden 500,500 "
+        "--latent-dim 200 --lr 0.0001 --w-dim 150 --zprior-threshold 0.5"
+    )
+    again = TrainConfig(
+        prior="dilokthanakul",
+        guide="dilokthanakul",
+        batch_size=50,
+        components=16,
+        hidden=(500, 500),
+        latent_dim=200,
+        lr=1e-4,
+        w_dim=150,
+        zprior_threshold=0.5,
+    )
+    assert again.to_dict() == {**config, "seed": 0, "out": None}

@@ -64,25 +64,32 @@ def plot_losses(metrics: Sequence[dict[str, Any]], path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def plot_clustering_curves(runs: dict[str, Sequence[dict[str, Any]]], path: str | Path) -> None:
-    """Held-out cluster accuracy (Hungarian) and held-out ELBO against epochs, one line per run.
+def plot_clustering_curves(rows: dict[str, Sequence[Sequence[dict[str, Any]]]], path: str | Path) -> None:
+    """Held-out cluster accuracy (Hungarian) and held-out ELBO against epochs: one colour per
+    row, one line per seed.
 
-    :param runs: a label -> the run's ``metrics.jsonl`` records (runs whose records carry
-        ``clustering``: data with labels and a pair with a discrete component).
+    :param rows: a label -> the ``metrics.jsonl`` records of each of its runs (records that
+        carry ``clustering``: data with labels and a pair with a discrete component).
     """
-    fig = new_figure(10, 4)
+    fig = new_figure(11, 4.2)
     acc, elbo = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for label, metrics in runs.items():
-        epochs = [m["epoch"] for m in metrics]
-        acc.plot(epochs, [100 * m["clustering"]["acc_hungarian"] for m in metrics], label=label, lw=1)
-        elbo.plot(epochs, [m["heldout_elbo"] for m in metrics], label=label, lw=1)
+    lows = []
+    for i, (label, runs) in enumerate(rows.items()):
+        colour = f"C{i % 10}"
+        for j, metrics in enumerate(runs):
+            epochs = [m["epoch"] for m in metrics]
+            shown = label if j == 0 else None
+            acc.plot(
+                epochs, [100 * m["clustering"]["acc_hungarian"] for m in metrics], colour, lw=1, label=shown
+            )
+            elbo.plot(epochs, [m["heldout_elbo"] for m in metrics], colour, lw=1, label=shown)
+            lows += [m["heldout_elbo"] for m in metrics[len(metrics) // 10 :]]
     acc.set_xlabel("epoch")
     acc.set_ylabel("held-out accuracy (Hungarian), %")
     elbo.set_xlabel("epoch")
     elbo.set_ylabel("held-out ELBO, nats")
-    low = min((m["heldout_elbo"] for ms in runs.values() for m in ms[len(ms) // 10 :]), default=None)
-    if low is not None:  # the first epochs' ELBO would squash the rest of the curve
-        elbo.set_ylim(bottom=low - 2)
+    if lows:  # the first epochs' ELBO would squash the rest of the curves
+        elbo.set_ylim(bottom=min(lows) - 2)
     acc.legend(fontsize="small")
     fig.tight_layout()
     save_figure(fig, path)

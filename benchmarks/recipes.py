@@ -1,0 +1,75 @@
+"""The seed systems' recipes, trained from scratch: the rows of the "from scratch" table of
+``benchmarks/results.py`` (``--only scratch``).
+
+Each recipe is an ordinary mixvae configuration: the prior, the guide and every setting the
+recipe changes from mixvae's defaults (printed beside its numbers as the ``mixvae train`` flags
+that reproduce it). No labels are used at any step; the numbers are those of the last epoch (no
+selection of seed, restart or epoch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mixvae import TrainConfig
+
+#: Rui Shu's GMVAE (github.com/RuiShu/vae-clustering, gmvae_k.py): z of 64 dimensions, 512-512
+#: networks, batch 100, Adam at 1e-3, uniform p(y), the exact sum over y, dynamic binarisation.
+#: Its K = 10 log (logs/gmvae.log.0) and mixvae's run of this recipe climb alike (66% after
+#: 34 of its 500-step epochs and after 72 of mixvae's 238-step ones).
+SHU = {
+    "prior": "gmm",
+    "guide": "categorical",
+    "mixture_weights": "uniform",
+    "latent_dim": 64,
+    "batch_size": 100,
+}
+#: Dilokthanakul et al. 2016 (github.com/Nat-D/GMVAE): hidden 500, x (here z) of 200 and w of
+#: 150 dimensions, Adam at 1e-4, batch 50, the z-prior free bits lambda = 0.5, grey-level data.
+DILOKTHANAKUL = {
+    "prior": "dilokthanakul",
+    "guide": "dilokthanakul",
+    "hidden": (500, 500),
+    "latent_dim": 200,
+    "w_dim": 150,
+    "lr": 1e-4,
+    "batch_size": 50,
+    "zprior_threshold": 0.5,
+    "binarize": "none",
+}
+
+#: (name, settings) of the rows, in the table's order
+SCRATCH_ROWS: list[tuple[str, dict[str, Any]]] = [
+    ("GMVAE (Rui Shu), K = 10", {**SHU, "components": 10}),
+    ("GMVAE (Rui Shu), K = 16", {**SHU, "components": 16}),
+    ("dilokthanakul (paper), K = 10", {**DILOKTHANAKUL, "components": 10}),
+    ("dilokthanakul (paper), K = 16", {**DILOKTHANAKUL, "components": 16}),
+]
+
+
+def recipe_flags(config: dict[str, Any]) -> str:
+    """The ``mixvae train`` flags of a run's recorded configuration that differ from mixvae's
+    defaults (data, seed, epochs and folder left out)."""
+    defaults = TrainConfig(prior=config["prior"], guide=config["guide"])
+    flags = [f"--prior {config['prior']} --guide {config['guide']}"]
+    skip = {
+        "prior",
+        "guide",
+        "dataset",
+        "data_dir",
+        "download",
+        "seed",
+        "out",
+        "overwrite",
+        "epochs",
+        "plugins",
+    }
+    for name, value in sorted(config.items()):
+        if name in skip or not hasattr(defaults, name):
+            continue
+        default = getattr(defaults, name)
+        if (list(default) if isinstance(default, tuple) else default) == value:
+            continue
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        flags.append(f"--{name.replace('_', '-')} {shown}")
+    return " ".join(flags)
