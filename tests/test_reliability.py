@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyro
 import pytest
@@ -253,3 +255,38 @@ def test_soak_train_evaluate_resume_cycles(small_digits, tmp_path):
     leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".")]
     assert leftovers == []
     assert len(pyro.get_param_store()) == 0
+
+
+def test_a_lock_never_shows_without_its_owner(tmp_path, monkeypatch):
+    """Two processes taking one folder's lock at once: the loser names the winner, never 'no owner'."""
+    import threading
+
+    import mixvae.runs.lock as lock_module
+    from mixvae.errors import RunFolderError
+    from mixvae.runs.lock import RunLock
+
+    seen = []
+    real_link = os.link
+
+    def link(src, dst):  # the lock appears only with its content
+        seen.append(json.loads(Path(src).read_text())["pid"])
+        return real_link(src, dst)
+
+    monkeypatch.setattr(lock_module.os, "link", link)
+    with RunLock(tmp_path, "train"):
+        assert seen == [os.getpid()] and json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+        assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # the staging file is gone
+    assert not any(tmp_path.iterdir())
+    # a file system without hard links: O_EXCL, and a reader that meets the lock before its
+    # content waits for it
+    monkeypatch.setattr(
+        lock_module.os, "link", lambda *a: (_ for _ in ()).throw(OSError(errno.EPERM, "no links"))
+    )
+    (tmp_path / ".lock").write_text("")
+    owner = {"pid": os.getppid(), "host": lock_module.socket.gethostname(), "command": "mixvae train"}
+    threading.Timer(0.2, lambda: (tmp_path / ".lock").write_text(json.dumps(owner))).start()
+    with pytest.raises(RunFolderError, match=f"is in use by PID {os.getppid()}"):
+        RunLock(tmp_path, "evaluate").acquire()
+    (tmp_path / ".lock").unlink()
+    with RunLock(tmp_path, "train"):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()

@@ -120,7 +120,9 @@ def prepare_run_dir(config: TrainConfig, command: str = "train") -> tuple[Path, 
 
 def _claim(run_dir: Path, config: TrainConfig) -> None:
     """Refuse a folder that is not ours to write; with ``--overwrite`` clear the old run's files."""
-    contents = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK)
+    contents = sorted(
+        p.name for p in run_dir.iterdir() if not p.name.startswith(LOCK)
+    )  # .lock and its staging
     if not contents:
         return
     if read_manifest(run_dir) is None and not is_legacy_run(run_dir):

@@ -42,6 +42,20 @@ def _owner_text(info: dict[str, object]) -> str:
     return f"PID {info.get('pid')} on host {info.get('host')} ({info.get('command')}, since {info.get('started')})"
 
 
+def _write_new(path: Path, info: dict[str, object], exclusive: bool) -> None:
+    """Write ``info`` to ``path`` durably; ``exclusive``: fail if it exists (O_EXCL)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, 0o644)
+    try:
+        os.write(fd, json.dumps(info).encode())
+        os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+
+
 class RunLock:
     """``with RunLock(run_dir, "train"):`` holds ``run_dir/.lock``; the folder must exist."""
 
@@ -62,10 +76,21 @@ class RunLock:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "argv": sys.argv[1:][:20],
         }
+        # The owner's record is written to a private file first and then hard-linked
+        # to .lock (atomic, and fails if .lock exists), so that a second process never
+        # sees a lock without its owner; where the file system has no hard links,
+        # O_EXCL creates .lock and a reader waits briefly for its content.
+        tmp = self.run_dir / f"{LOCK}.{os.getpid()}.{socket.gethostname()}"
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            raise RunFolderError(self._held_message()) from None
+            _write_new(tmp, info, exclusive=False)
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                raise RunFolderError(self._held_message()) from None
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                    raise
+                self._create_exclusive(info)
         except OSError as e:
             if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise RunFolderError(
@@ -73,22 +98,31 @@ class RunLock:
                     "writes into it: make it writable or copy the run folder somewhere writable"
                 ) from None
             raise
-        try:
-            os.write(fd, json.dumps(info).encode())
-            os.fsync(fd)
-        except OSError:
-            os.close(fd)
-            self.path.unlink(missing_ok=True)
-            raise
-        os.close(fd)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         _HELD[self.key] = 1
         return self
 
-    def _held_message(self) -> str:
+    def _create_exclusive(self, info: dict[str, object]) -> None:
         try:
-            info = json.loads(self.path.read_text())
-            pid = int(info["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
+            _write_new(self.path, info, exclusive=True)
+        except FileExistsError:
+            raise RunFolderError(self._held_message()) from None
+
+    def _held_message(self) -> str:
+        info: object = None
+        for _ in range(20):  # an O_EXCL lock may be a moment away from its content
+            try:
+                info = json.loads(self.path.read_text())
+                pid = int(info["pid"])  # type: ignore[index]
+                break
+            except FileNotFoundError:
+                return f"{self.run_dir} was in use a moment ago (its lock has just been released); run the command again"
+            except (OSError, ValueError, KeyError, TypeError):
+                info = None
+                time.sleep(0.05)
+        if not isinstance(info, dict):
             return (
                 f"{self.path} exists but names no owner (a process killed while taking the lock?); "
                 f"if no mixvae process uses {self.run_dir}, clear it with: rm {self.path}"
