@@ -556,6 +556,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seeds", type=int, default=None, help="number of seeds (0, 1, ...; default 5, 2 with --smoke)"
     )
+    parser.add_argument(
+        "--train-seeds",
+        default=None,
+        help="comma-separated seeds of the --seeds that this process trains and evaluates (to share a "
+        "table among processes, one thread each); the others are tabulated when already evaluated",
+    )
     parser.add_argument("--epochs", type=int, default=50, help="training epochs of the clustering runs")
     parser.add_argument(
         "--likelihood-epochs", type=int, default=50, help="training epochs of the likelihood runs"
@@ -631,6 +637,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"no row matches --rows {' '.join(args.rows)}; the rows: {[s.name for _, s, _ in every_row]}"
         )
     args.seed_list = list(range(args.seeds))
+    if args.train_seeds is None:
+        args.train_seed_list = args.seed_list
+    else:
+        try:
+            args.train_seed_list = [int(s) for s in args.train_seeds.split(",")]
+        except ValueError:
+            parser.error(f"--train-seeds takes comma-separated seeds such as 0,2, got {args.train_seeds!r}")
+        if not set(args.train_seed_list) <= set(args.seed_list):
+            parser.error(f"--train-seeds {args.train_seeds} must be among the seeds 0..{args.seeds - 1}")
     if args.out is None:
         args.out = "results-smoke" if args.smoke else "results"
     return args
@@ -751,7 +766,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seed_list:
             t0 = time.perf_counter()
             eval_args = {**eval_common, "iw_samples": samples}
-            r = run_one(setup, base, seed, data, out / table, eval_args, report_only=args.report_only)
+            report_only = args.report_only or seed not in args.train_seed_list
+            r = run_one(setup, base, seed, data, out / table, eval_args, report_only=report_only)
             if r is None:
                 continue
             results.append(r)
