@@ -210,6 +210,13 @@ def test_results_rows_selects_rows_and_the_runs_they_start_from(capsys):
         results.parse_args(["--smoke", "--rows", "no such row"])
     assert stop.value.code == 2
     assert "no row matches --rows no such row; the rows: ['gmm x categorical" in capsys.readouterr().err
+    # --train-seeds shares a table's seeds among processes
+    assert results.parse_args(["--smoke", "--seeds", "5", "--train-seeds", "3,1"]).train_seed_list == [3, 1]
+    assert results.parse_args(["--smoke", "--seeds", "3"]).train_seed_list == [0, 1, 2]
+    for bad, said in (("5", "must be among the seeds 0..4"), ("1;2", "takes comma-separated seeds")):
+        with pytest.raises(SystemExit):
+            results.parse_args(["--smoke", "--seeds", "5", "--train-seeds", bad])
+        assert said in capsys.readouterr().err
 
 
 def test_plain_conv_reference_smoke():
