@@ -9,7 +9,8 @@ from mixvae.models.logistic import DiscretizedLogisticDecoder
 
 # Import order is registration order, the order `mixvae list` shows.
 # isort: off
-from mixvae.models.priors import PRIORS, FullCovGMMPrior, GMMPrior, Prior, StandardPrior
+from mixvae.models.priors import PRIORS, Prior, StandardPrior
+from mixvae.models.gmm import FullCovGMMPrior, GMMPrior
 from mixvae.models.vampprior import VampPrior
 from mixvae.models.dilokthanakul import DilokthanakulPrior
 from mixvae.models.posthoc import PosthocGMMPrior
