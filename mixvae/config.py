@@ -105,6 +105,11 @@ class TrainConfig:
         "(same --guide, --latent-dim, --hidden, data) and fit a gmm / gmm-full prior to its encoder "
         "means (other priors keep their own initialisation)",
     )
+    init_fits: int = _opt(
+        1,
+        "with --init-from: fit the prior to the codes this many times (GMM seeds SEED, SEED+1, ...) and "
+        "start from the fit whose model has the best ELBO on the training data (no labels)",
+    )
     posthoc_components: int = _opt(10, "components of the post-hoc GMM fitted to q(z) (posthoc-gmm)")
     posthoc_bic: bool = _opt(False, "choose the post-hoc GMM's K <= --posthoc-components by BIC")
     labels_per_class: int | None = _opt(
@@ -309,6 +314,10 @@ class TrainConfig:
             )
         if self.warmup_epochs < 0:
             raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs!r}")
+        if self.init_fits < 1:
+            raise ConfigError(f"--init-fits must be >= 1, got {self.init_fits!r}")
+        if self.init_fits > 1 and self.init_from is None:
+            raise ConfigError("--init-fits chooses among fits of a warm start; give --init-from RUN")
         for f in dataclasses.fields(self):  # the fields declared with choices
             choices = f.metadata.get("choices")
             if choices is not None and getattr(self, f.name) not in choices:

@@ -214,3 +214,63 @@ def test_uniform_mixture_weights_need_a_prior_that_learns_them(prior):
         ConfigError, match=r"--mixture-weights uniform applies to .*gmm, gmm-full.*drop the flag"
     ):
         build(config, 16)
+
+
+def test_init_fits_keeps_the_fit_with_the_best_training_elbo(small_digits, tmp_path):
+    """--init-fits R: R fits of the prior (GMM seeds SEED..SEED+R-1), the model's training ELBO
+    chooses; the chosen start is the one fit with that seed gives, and R = 1 is the plain warm start."""
+    import json
+
+    from mixvae.data import evaluation_data
+    from mixvae.inference.objectives import evaluate_elbo
+
+    _pretrained(small_digits, tmp_path)
+    common = dict(prior="gmm-full", guide="gaussian", hidden=(32,), latent_dim=3, components=4)
+    x = evaluation_data(small_digits.train_x, "none")
+    config = TrainConfig(
+        **common, mixture_weights="uniform", init_from=str(tmp_path / "pre"), init_fits=4, seed=3
+    )
+    model, guide = build(config, small_digits.data_dim)
+    origin = warm_start(model, guide, tmp_path / "pre", x, config=config, seed=3)
+    fits = origin["fits"]
+    assert [f["gmm_seed"] for f in fits] == [3, 4, 5, 6] and sum(f["chosen"] for f in fits) == 1
+    chosen = max(fits, key=lambda f: f["training_elbo"])
+    assert chosen["chosen"]
+    assert len({round(f["training_elbo"], 6) for f in fits}) > 1  # the fits differ
+    assert evaluate_elbo(model, guide, x, seed=3) == pytest.approx(chosen["training_elbo"])
+    # the same start as one fit with the chosen seed
+    one = TrainConfig(**common, mixture_weights="uniform", init_from=str(tmp_path / "pre"))
+    single, single_guide = build(one, small_digits.data_dim)
+    plain = warm_start(single, single_guide, tmp_path / "pre", x, config=one, seed=chosen["gmm_seed"])
+    assert "fits" not in plain
+    for a, b in zip(model.prior.state_dict().values(), single.prior.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # through train(): recorded in init_from.json
+    run = train(
+        TrainConfig(**{**config.settings(), "epochs": 1, "out": str(tmp_path / "w")}),
+        dataset=small_digits,
+        progress=False,
+        figures=False,
+    )
+    recorded = json.loads((tmp_path / "w" / "init_from.json").read_text())["fits"]
+    assert [f["gmm_seed"] for f in recorded] == [3, 4, 5, 6] and run.config.init_fits == 4
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"init_fits": 0}, "--init-fits must be >= 1"),
+        ({"init_fits": 2}, "give --init-from RUN"),
+        (
+            {"init_fits": 2, "prior": "standard", "init_from": "pre"},
+            "prior 'standard' has no Gaussian-mixture",
+        ),
+    ],
+)
+def test_init_fits_refusals_are_one_line_before_any_file(small_digits, tmp_path, settings, match):
+    settings = {"prior": "gmm-full", "guide": "gaussian", "hidden": (8,), "epochs": 1, **settings}
+    if "init_from" in settings:
+        settings["init_from"] = str(tmp_path / settings["init_from"])
+    with pytest.raises(ConfigError, match=match):
+        train(TrainConfig(**settings, out=str(tmp_path / "run")), dataset=small_digits, progress=False)
+    assert not (tmp_path / "run").exists()

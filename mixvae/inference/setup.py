@@ -18,7 +18,7 @@ from mixvae.errors import ConfigError, DataError
 from mixvae.guides import GUIDES, Guide
 from mixvae.inference.tracking import check_logger
 from mixvae.inference.warmstart import warm_start
-from mixvae.models import LIKELIHOODS, VAE
+from mixvae.models import LIKELIHOODS, PRIORS, VAE
 from mixvae.networks import AUTO, GIVEN, NETWORKS, resolve
 from mixvae.plugins import record_plugins
 from mixvae.runs.files import write_json, write_text
@@ -129,6 +129,11 @@ def start_run(
                 f"{flag} acts on the guide's discrete site, and guide {config.guide!r} has none; "
                 "use a guide that provides y (--guide categorical) or drop the flag"
             )
+    if config.init_fits > 1 and not PRIORS[config.prior].fits_codes:
+        raise ConfigError(
+            f"--init-fits fits the prior to the codes, and prior {config.prior!r} has no Gaussian-mixture "
+            "components to fit; use --prior gmm or gmm-full, or drop --init-fits"
+        )
     if claim:
         run_dir, lock = prepare_run_dir(config, "train")
     else:  # a worker process of a multi-process run: rank 0 holds the folder

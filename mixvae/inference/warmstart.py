@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from sklearn.mixture import GaussianMixture
@@ -103,6 +103,42 @@ def warm_start(
             for batch in train_x.split(1000):
                 means.append(guide.q_mean(batch))
                 variances.append(guide.q_variance(batch))
-        fit_prior_to_codes(model.prior, torch.cat(means), code_variances=torch.cat(variances), seed=seed)
+        codes, code_variances = torch.cat(means), torch.cat(variances)
+        fits = 1 if config is None else config.init_fits
+        if fits == 1:
+            fit_prior_to_codes(model.prior, codes, code_variances=code_variances, seed=seed)
+        else:
+            chosen = choose_fit(model, guide, codes, code_variances, train_x, fits, seed)
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    return {"run": str(source_dir.resolve()), "checkpoint_sha256": digest}
+    origin: dict[str, Any] = {"run": str(source_dir.resolve()), "checkpoint_sha256": digest}
+    if model.prior.fits_codes and fits > 1:
+        origin["fits"] = chosen
+    return origin
+
+
+def choose_fit(
+    model: VAE,
+    guide: Guide,
+    codes: torch.Tensor,
+    code_variances: torch.Tensor,
+    train_x: torch.Tensor,
+    fits: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Fit the prior ``fits`` times (GMM seeds ``seed``, ``seed + 1``, ...) and keep the fit under
+    which the model's ELBO of ``train_x`` is highest: the model's own objective (with fixed
+    uniform weights it prefers balanced clusters), where the GMM's likelihood of the codes does
+    not predict which fit clusters best.  No labels are used.
+
+    :returns: each fit's seed and training ELBO, the chosen one marked.
+    """
+    from mixvae.inference.objectives import evaluate_elbo
+
+    scores, states = [], []
+    for r in range(fits):
+        fit_prior_to_codes(model.prior, codes, code_variances=code_variances, seed=seed + r)
+        scores.append(evaluate_elbo(model, guide, train_x, seed=seed))
+        states.append({k: v.clone() for k, v in model.prior.state_dict().items()})
+    best = max(range(fits), key=scores.__getitem__)
+    model.prior.load_state_dict(states[best])
+    return [{"gmm_seed": seed + r, "training_elbo": e, "chosen": r == best} for r, e in enumerate(scores)]
