@@ -130,6 +130,20 @@ def test_init_from_a_run_of_another_architecture_is_refused(small_digits, tmp_pa
     )
     with pytest.raises(ConfigError, match=match):
         train(config, dataset=small_digits, progress=False, figures=False)
+    assert not (tmp_path / "warm").exists()  # refused before the folder is made
+    # nor is a run that --overwrite would replace touched
+    (tmp_path / "warm").mkdir()
+    train(
+        TrainConfig(prior="standard", guide="gaussian", hidden=(8,), epochs=1, out=str(tmp_path / "warm")),
+        dataset=small_digits,
+        progress=False,
+        figures=False,
+    )
+    before = {p.name: p.read_bytes() for p in (tmp_path / "warm").iterdir() if p.is_file()}
+    config.overwrite = True
+    with pytest.raises(ConfigError, match=match):
+        train(config, dataset=small_digits, progress=False, figures=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "warm").iterdir() if p.is_file()} == before
 
 
 def test_init_from_a_folder_without_checkpoint_is_refused(small_digits, tmp_path):
@@ -138,6 +152,7 @@ def test_init_from_a_folder_without_checkpoint_is_refused(small_digits, tmp_path
     )
     with pytest.raises(ConfigError, match=r"no checkpoint\.pt"):
         train(config, dataset=small_digits, progress=False, figures=False)
+    assert not (tmp_path / "w").exists()
 
 
 def test_init_from_records_its_source_and_refuses_other_data(small_digits, tmp_path):

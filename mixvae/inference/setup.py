@@ -134,6 +134,17 @@ def start_run(
             f"--init-fits fits the prior to the codes, and prior {config.prior!r} has no Gaussian-mixture "
             "components to fit; use --prior gmm or gmm-full, or drop --init-fits"
         )
+    # The model, its data-dependent start and the warm start before the folder: a part or a
+    # source run that does not fit is refused with nothing written (and no old run replaced).
+    pyro.set_rng_seed(config.seed)
+    model, guide = builder(config, data.data_shape)
+    model, guide = model.to(device), guide.to(device)
+    # Its own generator: priors without a data-dependent start leave every stream untouched.
+    model.prior.initialise_from_data(data.train_x, torch.Generator().manual_seed(config.seed))
+    origin = None
+    if config.init_from is not None:
+        codes_x = evaluation_data(data.train_x.to(device), config.binarize)
+        origin = warm_start(model, guide, config.init_from, codes_x, config=config, seed=config.seed)
     if claim:
         run_dir, lock = prepare_run_dir(config, "train")
     else:  # a worker process of a multi-process run: rank 0 holds the folder
@@ -141,19 +152,11 @@ def start_run(
     try:
         if write:
             write_text(run_dir / "config.json", config.to_json() + "\n")
-        pyro.set_rng_seed(config.seed)
-        model, guide = builder(config, data.data_shape)
-        run = Run(model.to(device), guide.to(device), config, run_dir, lock=lock)
-        # Its own generator: priors without a data-dependent start leave every stream untouched.
-        model.prior.initialise_from_data(data.train_x, torch.Generator().manual_seed(config.seed))
-        origin = None
-        if config.init_from is not None:
-            codes_x = evaluation_data(data.train_x.to(device), config.binarize)
-            origin = warm_start(model, guide, config.init_from, codes_x, config=config, seed=config.seed)
-            if write:
+            if origin is not None:
                 write_json(run_dir / "init_from.json", origin)
     except BaseException:
         if lock is not None:
             lock.release()
         raise
+    run = Run(model, guide, config, run_dir, lock=lock)
     return run, data, origin
