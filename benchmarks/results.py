@@ -65,11 +65,10 @@ import torch
 
 import mixvae
 from mixvae import TrainConfig, load_dataset
-from mixvae.data import Dataset, evaluation_data
+from mixvae.data import Dataset
 from mixvae.evaluation.evaluate import evaluate_run
 from mixvae.evaluation.sample_quality import fit_sample_classifier
 from mixvae.figures.training import plot_clustering_curves
-from mixvae.inference import evaluate_elbo
 from mixvae.runs import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -84,15 +83,10 @@ class Setup:
 
     name: str
     settings: dict[str, Any] = field(default_factory=dict)
-    #: > 1: train this many runs per seed (restart r: seed + 100 r, the same warm-start source) and
-    #: report the one with the best training-set ELBO (no labels); restart 0 is the run of the row
-    #: named ``runs_of`` (its folders hold them all)
-    restarts: int = 1
-    runs_of: str | None = None
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^a-z0-9]+", "-", (self.runs_of or self.name).lower()).strip("-")
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
 
 
 WARM_UNIFORM = {
@@ -118,13 +112,6 @@ CLUSTERING = [
     # the same, the prior fitted 10 times (--init-fits 10) and the fit with the best training ELBO kept
     Setup(
         "gmm-full x gaussian, warm start, uniform weights, best of 10 fits", {**WARM_UNIFORM, "init_fits": 10}
-    ),
-    # three warm starts of it per seed, the one with the best training-set ELBO kept
-    Setup(
-        "gmm-full x gaussian, warm start, uniform weights, best of 3 by training ELBO",
-        WARM_UNIFORM,
-        restarts=3,
-        runs_of="gmm-full x gaussian, warm start, uniform weights",
     ),
 ]
 LIKELIHOOD = (
@@ -179,23 +166,19 @@ def run_one(
     out: Path,
     eval_args: dict[str, Any],
     report_only: bool = False,
-    restart: int = 0,
 ) -> dict[str, Any] | None:
     """Train (or continue) one seed of one setup and evaluate it; returns evaluation + summary.
-
-    Restart ``r`` > 0 trains in ``seed{seed}-restart{r}`` with the seed ``seed + 100 r`` (its
-    warm start reads the same source as restart 0).
 
     A run folder is reused only when its ``config.json`` and evaluation settings
     are the ones asked for; a half-trained run is resumed, and so is a finished
     one asked for more epochs (then evaluated again); a run stopped by
     SIGINT/SIGTERM ends the script (exit 130/143) instead of being evaluated.
     """
-    run_dir = out / setup.slug / (f"seed{seed}-restart{restart}" if restart else f"seed{seed}")
+    run_dir = out / setup.slug / f"seed{seed}"
     settings = {
         k: v.format(out=out, seed=seed) if isinstance(v, str) else v for k, v in setup.settings.items()
     }
-    config = TrainConfig(**{**common, **settings, "seed": seed + 100 * restart, "out": str(run_dir)})
+    config = TrainConfig(**{**common, **settings, "seed": seed, "out": str(run_dir)})
     wanted_eval = {"iw_samples": eval_args["iw_samples"], "num_points": len(data.test_x)}
     longer = False  # a finished run asked to train for more epochs: continue it
     if (run_dir / "config.json").exists():
@@ -246,50 +229,6 @@ def run_one(
         seconds, epochs = _training_time(Path(config.init_from))
         result["train_seconds"] += seconds
         result["epochs"] = f"{epochs} + {result['epochs']}"
-    return result
-
-
-def training_elbo(run_dir: Path, data: Dataset) -> float:
-    """The ELBO per image of the training data (as the evaluation binarises them), cached beside
-    the run folder: the label-free score that chooses among restarts."""
-    cache = run_dir.parent / f"{run_dir.name}.training-elbo.json"
-    checkpoint = hashlib.sha256((run_dir / "checkpoint.pt").read_bytes()).hexdigest()
-    if cache.exists() and json.loads(cache.read_text())["checkpoint_sha256"] == checkpoint:
-        return json.loads(cache.read_text())["training_elbo"]
-    run = mixvae.load_run(run_dir)
-    x = evaluation_data(data.train_x, run.config.binarize)
-    value = evaluate_elbo(run.model, run.guide, x, batch_size=run.config.eval_batch_size)
-    write_json(cache, {"training_elbo": value, "checkpoint_sha256": checkpoint})
-    return value
-
-
-def run_restarts(
-    setup: Setup,
-    common: dict[str, Any],
-    seed: int,
-    data: Dataset,
-    out: Path,
-    eval_args: dict[str, Any],
-    report_only: bool = False,
-) -> dict[str, Any] | None:
-    """``setup.restarts`` runs of one seed; the result of the one with the best training-set ELBO,
-    with every restart's ELBO and scores under ``"restarts"`` and the training time of them all."""
-    runs = [run_one(setup, common, seed, data, out, eval_args, report_only, r) for r in range(setup.restarts)]
-    if any(r is None for r in runs):
-        return None
-    elbos = [training_elbo(Path(r["run_dir"]), data) for r in runs]
-    chosen = max(range(len(runs)), key=elbos.__getitem__)
-    result = dict(runs[chosen])
-    result["restarts"] = [
-        {"training_elbo": e, "run_dir": r["run_dir"], "clustering": r.get("clustering", {}).get("model")}
-        for e, r in zip(elbos, runs, strict=True)
-    ]
-    result["chosen_restart"] = chosen
-    # choosing costs them all (their shared pretraining once)
-    result["train_seconds"] = runs[0]["train_seconds"] + sum(
-        _training_time(Path(r["run_dir"]))[0] for r in runs[1:]
-    )
-    result["epochs"] = f"{setup.restarts} x ({runs[0]['epochs']})"
     return result
 
 
@@ -353,28 +292,6 @@ def clustering_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
                 f"{results[0]['epochs']} | {train_minutes(results):.1f} |"
             )
     return rows
-
-
-def restarts_lines(found: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Per seed of each best-of-R row: every restart's training ELBO and accuracy, the chosen one bold."""
-    lines = []
-    for name, results in found.items():
-        if "restarts" not in results[0]:
-            continue
-        lines += [
-            f"{name}: per seed, each restart's training-set ELBO (nats) and accuracy (Hungarian, "
-            "shown, never used to choose); the one chosen (best ELBO) in bold:",
-            "",
-        ]
-        for r in results:
-            shown = [
-                f"{'**' if i == r['chosen_restart'] else ''}{x['training_elbo']:.2f} / "
-                f"{100 * x['clustering']['acc_hungarian']:.1f}%{'**' if i == r['chosen_restart'] else ''}"
-                for i, x in enumerate(r["restarts"])
-            ]
-            lines.append(f"- seed {r['config']['seed'] % 100}: {', '.join(shown)}")
-        lines.append("")
-    return lines
 
 
 def scratch_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -545,7 +462,6 @@ def report(
             "",
             *clustering_table(clustering),
             "",
-            *restarts_lines(clustering),
         ]
     if likelihood:
         c = common["likelihood"]
@@ -853,8 +769,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             eval_args = {**eval_common, "iw_samples": samples}
             report_only = args.report_only or seed not in args.train_seed_list
-            one = run_restarts if setup.restarts > 1 else run_one
-            r = one(setup, base, seed, data, out / table, eval_args, report_only=report_only)
+            r = run_one(setup, base, seed, data, out / table, eval_args, report_only=report_only)
             if r is None:
                 continue
             results.append(r)
