@@ -136,7 +136,10 @@ def check_sites(model: VAE, guide: Guide) -> None:
         device=None if param is None else param.device,
     )
     traces: dict[str, poutine.Trace] = {}
-    with torch.no_grad(), pyro.get_param_store().scope():
+    # The probe's draws come from a forked stream: checking a pair leaves the random numbers
+    # of whatever follows (training) as they would be without the check.
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.no_grad(), pyro.get_param_store().scope(), torch.random.fork_rng(devices=devices):
         for role, fn in (("guide", guide), ("model", model)):
             program = fn if role == "guide" else poutine.replay(model, trace=traces["guide"])
             try:

@@ -261,6 +261,18 @@ def test_the_builtin_pairs_pass_the_site_check():
         check_sites(*_pair(prior, guide))
 
 
+def test_the_site_check_leaves_the_random_stream_untouched():
+    """The probe trace draws from a forked stream: a run's training draws the same numbers as
+    without the check (it once shifted them, and with them every run's outcome)."""
+    for prior, guide in VALID:
+        model, guide_ = _pair(prior, guide)
+        torch.manual_seed(3)
+        check_sites(model, guide_)
+        after = torch.rand(4)
+        torch.manual_seed(3)
+        assert torch.equal(after, torch.rand(4)), (prior, guide)
+
+
 def test_the_site_check_runs_at_build_time(monkeypatch):
     monkeypatch.setitem(PRIORS._entries, "no-event", _NoEvent)
     with pytest.raises(SiteDeclarationError, match="to_event"):
