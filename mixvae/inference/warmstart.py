@@ -79,8 +79,9 @@ def warm_start(
     :param config: the new run's settings; when given, its data set,
         binarisation and likelihood must be the source run's.
     :returns: where the warm start came from: the source folder and the
-        SHA-256 of the checkpoint that was read (``train`` saves it as
-        ``init_from.json`` in the new run folder).
+        SHA-256 of the checkpoint that was read and, with ``config.init_fits`` > 1, every
+        fit's GMM seed and training ELBO (:func:`choose_fit`); ``train`` saves it as
+        ``init_from.json`` in the new run folder.
     """
     source_dir = Path(source_dir)
     checkpoint = source_dir / "checkpoint.pt"
@@ -97,6 +98,8 @@ def warm_start(
                 )
     _copy_state(guide, source.guide, "guide", source_dir)
     _copy_state(model.decoder, source.model.decoder, "decoder", source_dir)
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    origin: dict[str, Any] = {"run": str(source_dir.resolve()), "checkpoint_sha256": digest}
     if model.prior.fits_codes:
         means, variances = [], []
         with torch.no_grad():
@@ -108,11 +111,7 @@ def warm_start(
         if fits == 1:
             fit_prior_to_codes(model.prior, codes, code_variances=code_variances, seed=seed)
         else:
-            chosen = choose_fit(model, guide, codes, code_variances, train_x, fits, seed)
-    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    origin: dict[str, Any] = {"run": str(source_dir.resolve()), "checkpoint_sha256": digest}
-    if model.prior.fits_codes and fits > 1:
-        origin["fits"] = chosen
+            origin["fits"] = choose_fit(model, guide, codes, code_variances, train_x, fits, seed)
     return origin
 
 
