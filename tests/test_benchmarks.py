@@ -205,6 +205,7 @@ def test_results_rows_selects_rows_and_the_runs_they_start_from(capsys):
         ("clustering", "standard x gaussian"),
         ("clustering", "gmm-full x gaussian, warm start"),
         ("clustering", "gmm-full x gaussian, warm start, uniform weights"),
+        ("clustering", "gmm-full x gaussian, warm start, uniform weights, best of 10 fits"),
     ]
     chosen = [(t, s.name) for t, s, _ in results.select_rows(plan, ["data init", "gmm x gaussian"])]
     assert chosen == [
