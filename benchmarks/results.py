@@ -48,6 +48,7 @@ likelihood rows, and ``--plain-reference`` a plain-PyTorch conv VAE
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import hashlib
 import json
@@ -315,7 +316,9 @@ def scratch_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 def write_scratch_curves(found: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    """Held-out accuracy and ELBO against epochs of every seed of every from-scratch row."""
+    """Held-out accuracy and ELBO against epochs of every seed of every from-scratch row: the
+    figure at ``path`` and its numbers beside it (``path`` with ``.csv``: row, seed, epoch,
+    accuracy (Hungarian, majority), NMI, held-out ELBO, training seconds so far)."""
     curves = {
         name: [
             [json.loads(line) for line in (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
@@ -324,6 +327,21 @@ def write_scratch_curves(found: dict[str, list[dict[str, Any]]], path: Path) -> 
         for name, results in found.items()
     }
     plot_clustering_curves(curves, path)
+    with path.with_suffix(".csv").open("w", newline="") as f:
+        table = csv.writer(f)
+        table.writerow(
+            ["row", "seed", "epoch", "acc_hungarian", "acc_majority", "nmi", "heldout_elbo", "train_seconds"]
+        )
+        for name, runs in curves.items():
+            for r, metrics in zip(found[name], runs, strict=True):
+                seconds = 0.0
+                for m in metrics:
+                    seconds += m["train_seconds"]
+                    c = m["clustering"]
+                    table.writerow(
+                        [name, r["seed"], m["epoch"], f"{c['acc_hungarian']:.4f}", f"{c['acc_majority']:.4f}"]
+                        + [f"{c['nmi']:.4f}", f"{m['heldout_elbo']:.3f}", f"{seconds:.1f}"]
+                    )
 
 
 def _bits(results: list[dict[str, Any]]) -> bool:

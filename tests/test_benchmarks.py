@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import math
@@ -117,6 +118,16 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     assert "--lr 0.0001" in scratch["dilokthanakul (paper), K = 10"]
     assert "--zprior-threshold 0.5" in scratch["dilokthanakul (paper), K = 10"]
     assert (out / "scratch-curves.png").stat().st_size > 10_000
+    # ... and write the curves' numbers beside the figure: every epoch of every seed of every row
+    with (out / "scratch-curves.csv").open(newline="") as f:
+        curves = list(csv.DictReader(f))
+    assert {c["row"] for c in curves} == set(scratch)
+    assert len(curves) == 4 * 2 * 2  # rows x seeds x epochs in smoke mode
+    for c in curves:
+        assert 0.0 <= float(c["acc_majority"]) <= 1.0 and float(c["acc_hungarian"]) <= float(
+            c["acc_majority"]
+        )
+        assert float(c["heldout_elbo"]) < 0 and float(c["train_seconds"]) > 0
     assert sum(r.startswith("| vampprior, data init x mixture |") for r in rows) == 2
     assert sum(r.startswith("| gmm, K = 500 x gaussian |") for r in rows) == 2
     for prior in ("gmm", "vampprior"):
