@@ -51,6 +51,7 @@ import argparse
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import platform
@@ -70,7 +71,7 @@ from mixvae.data import Dataset
 from mixvae.evaluation.evaluate import evaluate_run
 from mixvae.evaluation.sample_quality import fit_sample_classifier
 from mixvae.figures.training import plot_clustering_curves
-from mixvae.runs import write_json
+from mixvae.runs import read_jsonl, write_json, write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recipes import SCRATCH_ROWS, recipe_flags  # the script's own folder
@@ -246,7 +247,7 @@ def _check_warm_start_source(run_dir: Path, source: Path) -> None:
 
 
 def _training_time(run_dir: Path) -> tuple[float, int]:
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     return sum(m["train_seconds"] for m in metrics), len(metrics)
 
 
@@ -320,28 +321,26 @@ def write_scratch_curves(found: dict[str, list[dict[str, Any]]], path: Path) -> 
     figure at ``path`` and its numbers beside it (``path`` with ``.csv``: row, seed, epoch,
     accuracy (Hungarian, majority), NMI, held-out ELBO, training seconds so far)."""
     curves = {
-        name: [
-            [json.loads(line) for line in (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
-            for r in results
-        ]
+        name: [read_jsonl(Path(r["run_dir"]) / "metrics.jsonl") for r in results]
         for name, results in found.items()
     }
     plot_clustering_curves(curves, path)
-    with path.with_suffix(".csv").open("w", newline="") as f:
-        table = csv.writer(f)
-        table.writerow(
-            ["row", "seed", "epoch", "acc_hungarian", "acc_majority", "nmi", "heldout_elbo", "train_seconds"]
-        )
-        for name, runs in curves.items():
-            for r, metrics in zip(found[name], runs, strict=True):
-                seconds = 0.0
-                for m in metrics:
-                    seconds += m["train_seconds"]
-                    c = m["clustering"]
-                    table.writerow(
-                        [name, r["seed"], m["epoch"], f"{c['acc_hungarian']:.4f}", f"{c['acc_majority']:.4f}"]
-                        + [f"{c['nmi']:.4f}", f"{m['heldout_elbo']:.3f}", f"{seconds:.1f}"]
-                    )
+    text = io.StringIO()
+    table = csv.writer(text, lineterminator="\n")
+    table.writerow(
+        ["row", "seed", "epoch", "acc_hungarian", "acc_majority", "nmi", "heldout_elbo", "train_seconds"]
+    )
+    for name, runs in curves.items():
+        for r, metrics in zip(found[name], runs, strict=True):
+            seconds = 0.0
+            for m in metrics:
+                seconds += m["train_seconds"]
+                c = m["clustering"]
+                table.writerow(
+                    [name, r["seed"], m["epoch"], f"{c['acc_hungarian']:.4f}", f"{c['acc_majority']:.4f}"]
+                    + [f"{c['nmi']:.4f}", f"{m['heldout_elbo']:.3f}", f"{seconds:.1f}"]
+                )
+    write_text(path.with_suffix(".csv"), text.getvalue())  # atomically, like the figure
 
 
 def _bits(results: list[dict[str, Any]]) -> bool:
