@@ -49,7 +49,7 @@ SCRATCH_ROWS: list[tuple[str, dict[str, Any]]] = [
 
 def recipe_flags(config: dict[str, Any]) -> str:
     """The ``mixvae train`` flags of a run's recorded configuration that differ from mixvae's
-    defaults (data, seed, epochs and folder left out)."""
+    defaults (data, seed, epochs, folder and ``--eval-every`` left out)."""
     defaults = TrainConfig(prior=config["prior"], guide=config["guide"])
     flags = [f"--prior {config['prior']} --guide {config['guide']}"]
     skip = {
@@ -63,6 +63,7 @@ def recipe_flags(config: dict[str, Any]) -> str:
         "overwrite",
         "epochs",
         "plugins",
+        "eval_every",  # which epochs are scored, not how the run trains
     }
     for name, value in sorted(config.items()):
         if name in skip or not hasattr(defaults, name):

@@ -185,8 +185,12 @@ def run_one(
     longer = False  # a finished run asked to train for more epochs: continue it
     if (run_dir / "config.json").exists():
         stored = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-        same = dataclasses.replace(
-            stored, overwrite=config.overwrite, dataset=config.dataset, data_dir=config.data_dir
+        same = dataclasses.replace(  # (--eval-every only decides which epochs are scored)
+            stored,
+            overwrite=config.overwrite,
+            dataset=config.dataset,
+            data_dir=config.data_dir,
+            eval_every=config.eval_every,
         )
         longer = stored.epochs < config.epochs and dataclasses.replace(same, epochs=config.epochs) == config
         if same != config and not longer:
@@ -208,7 +212,12 @@ def run_one(
         if not (run_dir / "summary.json").exists():
             if (run_dir / "checkpoint.pt").exists():
                 run = mixvae.inference.resume(
-                    run_dir, epochs=config.epochs, dataset=data, progress=False, figures=False
+                    run_dir,
+                    epochs=config.epochs,
+                    eval_every=config.eval_every,
+                    dataset=data,
+                    progress=False,
+                    figures=False,
                 )
             else:
                 run = mixvae.train(config, dataset=data, progress=False, figures=False, overwrite=True)
@@ -335,6 +344,8 @@ def write_scratch_curves(found: dict[str, list[dict[str, Any]]], path: Path) -> 
             seconds = 0.0
             for m in metrics:
                 seconds += m["train_seconds"]
+                if "clustering" not in m:  # an epoch that --eval-every skips
+                    continue
                 c = m["clustering"]
                 table.writerow(
                     [name, r["seed"], m["epoch"], f"{c['acc_hungarian']:.4f}", f"{c['acc_majority']:.4f}"]
@@ -604,6 +615,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-points", type=int, default=None, help="evaluate on the first N test images")
     parser.add_argument("--only", choices=("clustering", "likelihood", "scratch"), default=None)
     parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=1,
+        help="score the held-out data every N epochs of every run (and after the first and the last): "
+        "the points of the learning curves; training is the same whatever N",
+    )
+    parser.add_argument(
         "--scratch-epochs",
         type=int,
         default=None,
@@ -749,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         likelihood=likelihood,
         data_dir=args.data_dir,  # recorded, so that mixvae evaluate / sample find the files
         download=False,
+        eval_every=args.eval_every,
     )
     if likelihood == "logistic":
         shared["logistic_components"] = args.logistic_components

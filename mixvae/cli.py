@@ -226,7 +226,8 @@ def _list_elbos() -> None:
 
 
 #: flags that may change when a run is resumed: how long, where it runs, where its data live,
-#: the step size and clipping (to continue a diverged run), how often it checkpoints
+#: the step size and clipping (to continue a diverged run), how often it checkpoints and scores
+#: the held-out data
 RESUMABLE = {
     "epochs",
     "device",
@@ -236,6 +237,7 @@ RESUMABLE = {
     "clip_grad",
     "checkpoint_every",
     "checkpoint_minutes",
+    "eval_every",
     "logger",
 }
 #: exit status after SIGINT / SIGTERM, as a shell reports a process killed by them

@@ -39,6 +39,7 @@ SIZE_LIMITS = {
     "posthoc_components": 100_000,
     "epochs": 10_000_000,
     "checkpoint_every": 10_000_000,
+    "eval_every": 10_000_000,
 }
 
 
@@ -173,6 +174,11 @@ class TrainConfig:
         5.0, "also write checkpoint.pt when this many minutes have passed since the last one (mid-epoch too)"
     )
     eval_batch_size: int = _opt(1000, "minibatch size for held-out evaluation")
+    eval_every: int = _opt(
+        1,
+        "score the held-out data (ELBO and, with labels, clustering) every N epochs and after the first "
+        "and the last; the other epochs' lines of metrics.jsonl hold the training numbers alone",
+    )
     logger: str = _opt(
         "none",
         "experiment tracking through Lightning's loggers, into the run folder: none | csv | tensorboard | "
@@ -268,6 +274,7 @@ class TrainConfig:
             "batch_size": "--batch-size",
             "checkpoint_every": "--checkpoint-every",
             "eval_batch_size": "--eval-batch-size",
+            "eval_every": "--eval-every",
             "particles": "--particles",
         }
         for name, flag in positive.items():

@@ -263,3 +263,15 @@ def test_lightning_trains_on_a_streamed_torch_dataset(small_digits, tmp_path):
     assert run.epoch == 2 and run.summary["num_train"] == 640
     assert torch.isfinite(torch.tensor(run.summary["heldout_elbo"]))
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+
+
+def test_lightning_scores_the_epochs_of_eval_every(small_digits, tmp_path):
+    import csv
+
+    config = _config(tmp_path, epochs=4, eval_every=3, batch_size=100, logger="csv")
+    train_lightning(config, devices=1, strategy="auto", dataset=small_digits, progress=False)
+    (log,) = (tmp_path / "logs").glob("version_*/metrics.csv")
+    rows = [r for r in csv.DictReader(log.read_text().splitlines()) if r.get("beta")]  # epochs' ends
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert [int(r["step"]) for r in rows if r["heldout_elbo"]] == [1, 3, 4]
+    assert [int(r["step"]) for r in rows if r["clustering/acc_hungarian"]] == [1, 3, 4]

@@ -140,8 +140,10 @@ def test_sigterm_on_the_command_line_then_resume(tmp_path):
     assert len(err.strip().splitlines()) == 1
     done = load_checkpoint(out / "checkpoint.pt")["epoch"]
     assert 1 <= done < 400
-    assert main(["train", "--resume", str(out), "--epochs", str(done + 1), "--quiet"]) == 0
-    assert load_run(out).epoch == done + 1
+    assert (
+        main(["train", "--resume", str(out), "--epochs", str(done + 1), "--eval-every", "5", "--quiet"]) == 0
+    )
+    assert load_run(out).epoch == done + 1 and load_run(out).config.eval_every == 5
     assert [m["epoch"] for m in _metrics(out)] == list(range(1, done + 2))
 
 
@@ -150,8 +152,8 @@ def test_resume_refuses_changed_settings_and_fewer_epochs(small_digits, tmp_path
     assert main(["train", "--resume", str(tmp_path), "--latent-dim", "5"]) == 2
     err = capsys.readouterr().err
     assert (
-        "only --checkpoint-every, --checkpoint-minutes, --clip-grad, --data-dir, --device, --epochs, --logger, --lr"
-        in err
+        "only --checkpoint-every, --checkpoint-minutes, --clip-grad, --data-dir, --device, --epochs, "
+        "--eval-every, --logger, --lr" in err
     )
     assert "(drop --latent-dim" in err
     with pytest.raises(ConfigError, match="already trained 2 epochs"):

@@ -161,3 +161,34 @@ def test_fields_with_choices_refuse_other_values(field, flag, message):
     with pytest.raises(ConfigError) as err:
         TrainConfig(**{field: "bogus"}).validate()
     assert str(err.value) == f"{flag} must be {message}, got 'bogus'"
+
+
+def test_eval_every_scores_the_chosen_epochs_and_leaves_training_alone(small_digits, tmp_path):
+    from mixvae.evaluation.evaluate import to_inference_data
+
+    straight = train(
+        _config(tmp_path / "straight", epochs=5), dataset=small_digits, progress=False, figures=False
+    )
+    # every 2 epochs (1, 2 and the last, 4), then resumed to 5 with every 3 (5: the last)
+    train(
+        _config(tmp_path / "sparse", epochs=4, eval_every=2),
+        dataset=small_digits,
+        progress=False,
+        figures=False,
+    )
+    sparse = resume(tmp_path / "sparse", epochs=5, eval_every=3, dataset=small_digits, progress=False)
+    assert sparse.config.eval_every == 3
+    for a, b in zip(straight.guide.state_dict().values(), sparse.guide.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # scoring draws nothing from the training streams
+    every, some = _metrics(tmp_path / "straight"), _metrics(tmp_path / "sparse")
+    assert [m["epoch"] for m in some if "heldout_elbo" in m] == [1, 2, 4, 5]
+    assert [m["epoch"] for m in some if "clustering" in m] == [1, 2, 4, 5]
+    for m, n in zip(every, some, strict=True):
+        assert m["train_loss"] == n["train_loss"]
+        if "heldout_elbo" in n:
+            assert (m["heldout_elbo"], m["clustering"]) == (n["heldout_elbo"], n["clustering"])
+    assert (tmp_path / "sparse" / "loss_curves.png").is_file()  # the figures draw the scored epochs
+    stats = to_inference_data(sparse, small_digits.test_x, num_draws=10).sample_stats
+    assert torch.isnan(torch.tensor(stats["heldout_elbo"].values)).sum() == 1  # epoch 3
+    with pytest.raises(ConfigError, match="--eval-every"):
+        _config(tmp_path / "bad", eval_every=0).validate()

@@ -139,8 +139,9 @@ def _inference_data(
     if metrics:
         # The history is per epoch, not per draw: chain and draw are singletons here
         # and the epochs get their own dimension.
-        keys = [k for k in ("train_loss", "heldout_elbo", "beta") if all(k in m for m in metrics)]
-        sample_stats = {k: np.array([[[m[k] for m in metrics]]], dtype=float) for k in keys}
+        # (NaN at the epochs that did not score the held-out data: --eval-every)
+        keys = [k for k in ("train_loss", "heldout_elbo", "beta") if any(k in m for m in metrics)]
+        sample_stats = {k: np.array([[[m.get(k, np.nan) for m in metrics]]], dtype=float) for k in keys}
         dims.update({k: ["epoch"] for k in keys})
         coords["epoch"] = np.array([m["epoch"] for m in metrics])
     config = run.config

@@ -56,7 +56,8 @@ def plot_losses(metrics: Sequence[dict[str, Any]], path: str | Path) -> None:
     ax = fig.add_subplot()
     epochs = [m["epoch"] for m in metrics]
     ax.plot(epochs, [m["train_loss"] for m in metrics], label="train loss (-ELBO, with warm-up)")
-    ax.plot(epochs, [-m["heldout_elbo"] for m in metrics], label="held-out -ELBO")
+    scored = [m for m in metrics if "heldout_elbo" in m]  # every epoch, or those of --eval-every
+    ax.plot([m["epoch"] for m in scored], [-m["heldout_elbo"] for m in scored], label="held-out -ELBO")
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per datapoint")
     ax.legend()
@@ -68,15 +69,17 @@ def plot_clustering_curves(rows: dict[str, Sequence[Sequence[dict[str, Any]]]], 
     """Held-out cluster accuracy (Hungarian: solid; majority mapping: dotted) and held-out ELBO
     against epochs: one colour per row, one line per seed.
 
-    :param rows: a label -> the ``metrics.jsonl`` records of each of its runs (records that
-        carry ``clustering``: data with labels and a pair with a discrete component).
+    :param rows: a label -> the ``metrics.jsonl`` records of each of its runs (data with labels
+        and a pair with a discrete component); the records without scores (the epochs that
+        ``--eval-every`` skips) are left out.
     """
     fig = new_figure(11, 4.2)
     acc, elbo = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     lows = []
     for i, (label, runs) in enumerate(rows.items()):
         colour = f"C{i % 10}"
-        for j, metrics in enumerate(runs):
+        for j, records in enumerate(runs):
+            metrics = [m for m in records if "clustering" in m]
             epochs = [m["epoch"] for m in metrics]
             shown = label if j == 0 else None
             acc.plot(

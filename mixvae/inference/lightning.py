@@ -29,7 +29,7 @@ from mixvae.inference.objectives import evaluate_elbo
 from mixvae.inference.optim import adam
 from mixvae.inference.setup import start_run
 from mixvae.inference.step import RunObjective, step_schedule, warmup_beta
-from mixvae.inference.tracking import epoch_clustering, make_logger
+from mixvae.inference.tracking import epoch_clustering, make_logger, scores_heldout
 from mixvae.runs.checkpoint import Position, checkpoint_payload, save_checkpoint
 from mixvae.runs.files import write_json, write_text
 from mixvae.runs.folder import Run
@@ -106,21 +106,23 @@ class SVIModule(_Base):
 
     def on_train_epoch_end(self) -> None:
         """The epoch's numbers beside the train loss, from rank 0 (every rank holds the same
-        parameters): held-out ELBO, beta, learning rate and, with labels, the clustering scores."""
+        parameters): beta, learning rate and, at the epochs of ``--eval-every``, the held-out ELBO
+        and, with labels, the clustering scores."""
         if not self.trainer.is_global_zero or self.trainer.logger is None:
             return
         c = self.config
-        x = evaluation_data(self.heldout_x.to(self.device), c.binarize)
         steps_per_epoch = math.ceil(self.num_data / (c.batch_size * self.trainer.world_size))
         numbers = {
-            "heldout_elbo": evaluate_elbo(self.model, self.guide, x, batch_size=c.eval_batch_size),
             "beta": warmup_beta(self.global_step, steps_per_epoch, c.warmup_epochs),
             "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
         }
         if c.y_temperature != 1.0:
             numbers["y_temperature"] = step_schedule(self.global_step, steps_per_epoch, c)[1]
-        scores = epoch_clustering(self.model, self.guide, x, self.heldout_y, c.eval_batch_size)
-        numbers.update({f"clustering/{k}": v for k, v in (scores or {}).items()})
+        if scores_heldout(self.current_epoch + 1, c):
+            x = evaluation_data(self.heldout_x.to(self.device), c.binarize)
+            numbers["heldout_elbo"] = evaluate_elbo(self.model, self.guide, x, batch_size=c.eval_batch_size)
+            scores = epoch_clustering(self.model, self.guide, x, self.heldout_y, c.eval_batch_size)
+            numbers.update({f"clustering/{k}": v for k, v in (scores or {}).items()})
         self.trainer.logger.log_metrics(numbers, step=self.current_epoch + 1)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -41,6 +41,7 @@ def resume(
     clip_grad: float | None = None,
     checkpoint_every: int | None = None,
     checkpoint_minutes: float | None = None,
+    eval_every: int | None = None,
     logger: str | None = None,
     progress: bool = True,
     figures: bool = True,
@@ -55,7 +56,8 @@ def resume(
     after moving them, or for a run trained on a :class:`Dataset` passed in
     Python, whose configuration names no folder); so may ``lr`` and
     ``clip_grad`` (to continue a run that diverged from its last good
-    checkpoint) and how often it checkpoints; everything else is the stored
+    checkpoint), how often it checkpoints and how often it scores the held-out data
+    (``eval_every``, which leaves training untouched); everything else is the stored
     run's.  A resumed run downloads nothing unless ``download=True`` is given.
 
     The configuration, the optimiser state, every random state and the
@@ -86,6 +88,7 @@ def resume(
             clip_grad=clip_grad,
             checkpoint_every=checkpoint_every,
             checkpoint_minutes=checkpoint_minutes,
+            eval_every=eval_every,
             logger=logger,
         )
         for name, value in changes.items():

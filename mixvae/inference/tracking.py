@@ -141,6 +141,12 @@ class Tracker:
             self.logger.finalize("success")
 
 
+def scores_heldout(epoch: int, config: TrainConfig) -> bool:
+    """Whether the end of ``epoch`` (counted from 1) scores the held-out data: every
+    ``config.eval_every`` epochs, the first and the last."""
+    return epoch == 1 or epoch % config.eval_every == 0 or epoch >= config.epochs
+
+
 def epoch_clustering(model: Any, guide: Any, x: Any, labels: Any, batch_size: int) -> dict[str, float] | None:
     """The clustering scores of the held-out data at an epoch's end, when it has labels and the
     pair a discrete component (``None`` otherwise); the random streams of training are untouched."""

@@ -29,7 +29,7 @@ from mixvae.inference.optim import adam
 from mixvae.inference.setup import start_run
 from mixvae.inference.signals import StopRequest
 from mixvae.inference.step import RunObjective, step_schedule, warmup_beta
-from mixvae.inference.tracking import Tracker, epoch_clustering
+from mixvae.inference.tracking import Tracker, epoch_clustering, scores_heldout
 from mixvae.runs.checkpoint import Position, checkpoint_payload, save_checkpoint
 from mixvae.runs.checkpoint import describe_kept as _kept
 from mixvae.runs.files import append_line, write_json
@@ -322,19 +322,20 @@ class _Fit:
             "step": pos.step,
             "beta": warmup_beta(pos.step, self.steps_per_epoch, config.warmup_epochs),  # the last step's
             "train_loss": pos.total / self.steps_per_epoch,
-            "heldout_elbo": evaluate_elbo(
-                run.model, run.guide, self.heldout_x, batch_size=config.eval_batch_size
-            ),
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_seconds": train_seconds,
         }
         if config.y_temperature != 1.0:  # the last step's
             record["y_temperature"] = step_schedule(pos.step, self.steps_per_epoch, config)[1]
-        scores = epoch_clustering(
-            run.model, run.guide, self.heldout_x, self.data.test_y, config.eval_batch_size
-        )
-        if scores is not None:
-            record["clustering"] = scores
+        if scores_heldout(pos.epoch, config):  # --eval-every
+            record["heldout_elbo"] = evaluate_elbo(
+                run.model, run.guide, self.heldout_x, batch_size=config.eval_batch_size
+            )
+            scores = epoch_clustering(
+                run.model, run.guide, self.heldout_x, self.data.test_y, config.eval_batch_size
+            )
+            if scores is not None:
+                record["clustering"] = scores
         record["seconds"] = time.perf_counter() - t0
         assert run.run_dir is not None
         path = run.run_dir / "metrics.jsonl"
