@@ -325,22 +325,57 @@ def scratch_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
     return rows
 
 
-def write_scratch_curves(found: dict[str, list[dict[str, Any]]], path: Path) -> None:
+def read_curves(path: Path) -> dict[str, dict[int, list[dict[str, Any]]]]:
+    """The learning curves of a ``scratch-curves.csv`` written earlier (``--curves-from``), as
+    ``metrics.jsonl`` records: row -> seed -> the scored epochs (their ``train_seconds`` the
+    training time since the previous one, so that they add up as those of a run)."""
+    try:
+        with path.open(newline="") as f:
+            lines = list(csv.DictReader(f))
+        curves: dict[str, dict[int, list[dict[str, Any]]]] = {}
+        for line in lines:
+            records = curves.setdefault(line["row"], {}).setdefault(int(line["seed"]), [])
+            before = sum(m["train_seconds"] for m in records)
+            records.append(
+                {
+                    "epoch": int(line["epoch"]),
+                    "clustering": {k: float(line[k]) for k in ("acc_hungarian", "acc_majority", "nmi")},
+                    "heldout_elbo": float(line["heldout_elbo"]),
+                    "train_seconds": float(line["train_seconds"]) - before,
+                }
+            )
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise SystemExit(
+            f"--curves-from {path}: not a scratch-curves.csv of results.py ({type(e).__name__}: {e}); "
+            "give the .csv written beside a scratch-curves.png"
+        ) from None
+    return curves
+
+
+def write_scratch_curves(
+    found: dict[str, list[dict[str, Any]]], path: Path, earlier: list[Path] | tuple[Path, ...] = ()
+) -> None:
     """Held-out accuracy and ELBO against epochs of every seed of every from-scratch row: the
     figure at ``path`` and its numbers beside it (``path`` with ``.csv``: row, seed, epoch,
-    accuracy (Hungarian, majority), NMI, held-out ELBO, training seconds so far)."""
-    curves = {
-        name: [read_jsonl(Path(r["run_dir"]) / "metrics.jsonl") for r in results]
-        for name, results in found.items()
-    }
-    plot_clustering_curves(curves, path)
+    accuracy (Hungarian, majority), NMI, held-out ELBO, training seconds so far), with the
+    curves of the ``earlier`` CSVs (``--curves-from``) of the rows and seeds not trained here."""
+    curves: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for name, results in found.items():
+        row = re.sub(r" \(\d+ of \d+ seeds\)$", "", name)  # a row short of seeds: the same row
+        for r in results:
+            curves.setdefault(row, {})[r["seed"]] = read_jsonl(Path(r["run_dir"]) / "metrics.jsonl")
+    for csv_path in earlier:
+        for row, seeds in read_curves(csv_path).items():
+            for seed, records in seeds.items():
+                curves.setdefault(row, {}).setdefault(seed, records)  # this invocation's runs first
+    plot_clustering_curves({row: list(seeds.values()) for row, seeds in curves.items()}, path)
     text = io.StringIO()
     table = csv.writer(text, lineterminator="\n")
     table.writerow(
         ["row", "seed", "epoch", "acc_hungarian", "acc_majority", "nmi", "heldout_elbo", "train_seconds"]
     )
-    for name, runs in curves.items():
-        for r, metrics in zip(found[name], runs, strict=True):
+    for row, seeds in curves.items():
+        for seed, metrics in seeds.items():
             seconds = 0.0
             for m in metrics:
                 seconds += m["train_seconds"]
@@ -348,7 +383,7 @@ def write_scratch_curves(found: dict[str, list[dict[str, Any]]], path: Path) -> 
                     continue
                 c = m["clustering"]
                 table.writerow(
-                    [name, r["seed"], m["epoch"], f"{c['acc_hungarian']:.4f}", f"{c['acc_majority']:.4f}"]
+                    [row, seed, m["epoch"], f"{c['acc_hungarian']:.4f}", f"{c['acc_majority']:.4f}"]
                     + [f"{c['nmi']:.4f}", f"{m['heldout_elbo']:.3f}", f"{seconds:.1f}"]
                 )
     write_text(path.with_suffix(".csv"), text.getvalue())  # atomically, like the figure
@@ -615,6 +650,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-points", type=int, default=None, help="evaluate on the first N test images")
     parser.add_argument("--only", choices=("clustering", "likelihood", "scratch"), default=None)
     parser.add_argument(
+        "--curves-from",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="CSV",
+        help="add the learning curves of a scratch-curves.csv written earlier (rows and seeds not "
+        "trained in this invocation) to the figure and its CSV",
+    )
+    parser.add_argument(
         "--eval-every",
         type=int,
         default=1,
@@ -827,8 +871,8 @@ def main(argv: list[str] | None = None) -> int:
             run_plain(common["likelihood"], data, out / "likelihood", seed, args) for seed in args.seed_list
         ]
         plain = [r for r in plain if r is not None]
-    if tables["scratch"]:
-        write_scratch_curves(tables["scratch"], out / "scratch-curves.png")
+    if tables["scratch"] or args.curves_from:
+        write_scratch_curves(tables["scratch"], out / "scratch-curves.png", args.curves_from)
     text = report(
         args,
         data,

@@ -161,7 +161,11 @@ class TrainConfig:
         "--particles K, discrete sites summed out inside each weight)",
         choices=("auto", "pyro", "iwae"),
     )
-    particles: int = _opt(1, "importance samples K per datapoint of --objective iwae (K = 1: the ELBO)")
+    particles: int = _opt(
+        1,
+        "samples of the latents per datapoint: the K of --objective iwae (K = 1: the ELBO); with an ELBO, "
+        "M draws averaged (Pyro's num_particles, vectorised; Dilokthanakul et al.'s M)",
+    )
     jit: bool = _opt(
         False,
         "compile the step with Pyro's JIT ELBOs (JitTraceEnum_ELBO, JitTraceMeanField_ELBO; torch.jit.trace, "
@@ -338,8 +342,6 @@ class TrainConfig:
                 "--jit traces the step once, so a KL warm-up beta that changes every step cannot be "
                 "compiled; drop --warmup-epochs or --jit"
             )
-        if self.particles != 1 and self.objective != "iwae":
-            raise ConfigError(f"--particles {self.particles} needs --objective iwae")
         if self.binarize == "dynamic" and self.likelihood != "bernoulli":
             raise ConfigError("--binarize dynamic needs --likelihood bernoulli")
         for module in self.plugins:

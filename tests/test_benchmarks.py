@@ -169,6 +169,20 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
         assert epochs == [1, 2, 3]
         assert json.loads((warm / "evaluation.json").read_text())["epoch"] == 3
     assert "| 2 + 3 |" in (out / "results.md").read_text()
+    # the curves of runs measured earlier join the figure and its CSV (--curves-from)
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text(
+        "row,seed,epoch,acc_hungarian,acc_majority,nmi,heldout_elbo,train_seconds\n"
+        '"an earlier row",3,10,0.5000,0.6000,0.4000,-100.000,50.0\n'
+        '"an earlier row",3,20,0.6000,0.7000,0.5000,-99.000,100.0\n'
+    )
+    merge = [*cmd, "--report-only", "--only", "scratch", "--curves-from"]
+    merged = subprocess.run([*merge, str(earlier)], capture_output=True, text=True, timeout=300)
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    lines = (out / "scratch-curves.csv").read_text().splitlines()
+    assert len(lines) == 1 + 4 * 2 * 2 + 2 and lines[-2:] == earlier.read_text().splitlines()[1:]
+    refused = subprocess.run([*merge, str(out / "results.md")], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "not a scratch-curves.csv of results.py" in refused.stderr
 
 
 @pytest.mark.slow

@@ -223,3 +223,18 @@ def test_dilokthanakul_density_and_posterior_from_its_declaration_are_the_papers
     with torch.no_grad():
         torch.testing.assert_close(p.log_prob({"w": w, "z": z}), log_w + joint.logsumexp(-1))
         torch.testing.assert_close(p.component_log_posterior({"w": w, "z": z}), joint.log_softmax(-1))
+
+
+@pytest.mark.parametrize("prior,guide", [pg for pg in VALID if direct_problem(*_pair(*pg)) is None])
+@pytest.mark.parametrize("analytic_kl", [True, False], ids=["kl-analytic", "kl-mc"])
+def test_particles_are_pyros_vectorised_particles_with_the_same_draws(prior, guide, analytic_kl):
+    """--particles M with an ELBO: M draws per point, averaged, as TraceEnum_ELBO(num_particles=M,
+    vectorize_particles=True) draws them (the same random numbers, so the same loss)."""
+    model, g = _pair(prior, guide)
+    x = torch.bernoulli(torch.rand(10, 12, generator=torch.Generator().manual_seed(4)))
+    assert verify_direct(model, g, x, 40, beta=0.7, analytic_kl=analytic_kl, particles=5) < 1e-5
+    torch.manual_seed(0)
+    one = direct_loss(model, g, x, 40, analytic_kl=analytic_kl)
+    torch.manual_seed(0)
+    five = direct_loss(model, g, x, 40, analytic_kl=analytic_kl, particles=5)
+    assert five.item() != pytest.approx(one.item(), rel=1e-6)  # more draws: another estimate

@@ -80,6 +80,7 @@ def direct_loss(
     *,
     beta: float = 1.0,
     analytic_kl: bool = True,
+    particles: int = 1,
 ) -> torch.Tensor:
     """The negative ELBO of :func:`~mixvae.inference.objectives.make_elbo` for a minibatch,
     computed from the declared sites without Pyro's tracing (see the module doc).
@@ -87,12 +88,23 @@ def direct_loss(
     ``beta`` is the KL warm-up factor of
     :class:`~mixvae.inference.objectives.LatentScale`.  The result is summed
     over the minibatch and scaled by ``num_data / len(x)``, like the
-    ``"data"`` plate.  Only for pairs without a :func:`direct_problem`.
+    ``"data"`` plate.  ``particles`` M > 1 averages M draws of the latents per
+    point (``make_elbo(M, vectorize_particles=True)``, with the same draws): the
+    encoder runs once, its features broadcast over a leftmost particle dimension.
+    Only for pairs without a :func:`direct_problem`.
     """
     prior, decoder = model.prior, model.decoder
     check_batch(x, decoder.data_shape)
     scale = (len(x) if num_data is None else num_data) / len(x)
     h = guide.encode(x)
+    dims = 1  # batch dimensions of the drawn values: (B,), or (M, B) with particles
+    if particles > 1:  # as Pyro's particle plate (dim -2) lays them out
+        h = (
+            tuple(t.expand(particles, *t.shape) for t in h)
+            if isinstance(h, tuple)
+            else h.expand(particles, *h.shape)
+        )
+        dims = 2
     values: dict[str, torch.Tensor] = {}
     drawn: dict[str, tuple[torch.distributions.Distribution, torch.Tensor]] = {}
     log_q: torch.Tensor | float = 0.0
@@ -100,7 +112,7 @@ def direct_loss(
     for site in guide.sites:
         fn = guide.site_dist(site, h, values)
         if site.enumerated:
-            values[site.name] = _sites.enumerate_values(fn, batch_dims=1)  # (K, 1), as Pyro enumerates
+            values[site.name] = _sites.enumerate_values(fn, batch_dims=dims)  # (K, 1), as Pyro enumerates
             log_qy = fn.log_prob(values[site.name])  # (K, B)
             log_q, weight = log_q + log_qy, log_qy.exp()
         else:
@@ -126,6 +138,8 @@ def direct_loss(
             log_p = prior.log_prob(values)
         cost = beta * (log_q - log_p) - log_lik
     per_point = cost if weight is None else (weight * cost).sum(0)
+    if particles > 1:
+        per_point = per_point.mean(0)
     return per_point.sum() * scale
 
 
@@ -144,11 +158,18 @@ def pyro_loss(
     beta: float,
     analytic_kl: bool,
     elbo: ELBO | None = None,
+    particles: int = 1,
 ) -> torch.Tensor:
     """Pyro's ELBO of :func:`~mixvae.inference.objectives.make_elbo` under KL warm-up ``beta``
-    (``elbo``: that ELBO object, made once by a caller that scores many batches)."""
+    (``elbo``: that ELBO object, made once by a caller that scores many batches; otherwise
+    made here with ``particles`` vectorised particles)."""
     if elbo is None:
-        elbo = make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=analytic_kl)
+        elbo = make_elbo(
+            particles,
+            vectorize_particles=particles > 1,
+            enumerates=has_discrete_site(model, guide),
+            analytic_kl=analytic_kl,
+        )
     if beta != 1.0:  # (at beta = 1 the programs themselves: a JIT ELBO compiles once per program)
         warm = LatentScale(beta)
         model, guide = warm(model), warm(guide)
@@ -164,8 +185,10 @@ def verify_direct(
     beta: float = 1.0,
     analytic_kl: bool = True,
     seed: int = 0,
+    particles: int = 1,
 ) -> float:
-    """Check :func:`direct_loss` against Pyro's ELBO on ``x`` with the same random draws.
+    """Check :func:`direct_loss` against Pyro's ELBO on ``x`` with the same random draws
+    (``particles`` of them per point).
 
     Runs under a forked random stream (the caller's is untouched).
 
@@ -177,9 +200,10 @@ def verify_direct(
     # (with gradients: Pyro's differentiable_loss refuses to run without them)
     with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
         torch.manual_seed(seed)
-        ours = float(direct_loss(model, guide, x, num_data, beta=beta, analytic_kl=analytic_kl).detach())
+        common = dict(beta=beta, analytic_kl=analytic_kl, particles=particles)
+        ours = float(direct_loss(model, guide, x, num_data, **common).detach())
         torch.manual_seed(seed)
-        theirs = float(pyro_loss(model, guide, x, num_data, beta=beta, analytic_kl=analytic_kl).detach())
+        theirs = float(pyro_loss(model, guide, x, num_data, **common).detach())
         gap = abs(ours - theirs) / max(abs(theirs), 1e-6)
         if not gap <= VERIFY_RTOL:  # also catches NaN
             torch.manual_seed(seed)

@@ -19,7 +19,9 @@ class TrainingLoss:
     :func:`~mixvae.inference.direct.direct_loss` where ``objective`` is
     ``"auto"`` and the pair has no :func:`~mixvae.inference.direct.direct_problem`;
     the importance-weighted bound of :func:`~mixvae.inference.iwae.iwae_loss`
-    with ``particles`` samples where it is ``"iwae"``; Pyro's compiled ELBO with
+    with ``particles`` samples where it is ``"iwae"`` (for an ELBO, ``particles``
+    M > 1 averages M draws per point, as Pyro's ``num_particles`` with vectorised
+    particles: Dilokthanakul et al.'s M); Pyro's compiled ELBO with
     ``jit``; otherwise Pyro's ELBO of :func:`~mixvae.inference.objectives.make_elbo`
     under :class:`~mixvae.inference.objectives.LatentScale`.  Calling it with
     ``(x, num_data, beta)`` gives the negative ELBO of the minibatch scaled to
@@ -39,6 +41,8 @@ class TrainingLoss:
         self.model, self.guide, self.analytic_kl, self.jit = model, guide, analytic_kl, jit
         #: K of the importance-weighted objective (``None``: an ELBO)
         self.particles = particles if objective == "iwae" else None
+        #: M, the draws per point of an ELBO (1 for the importance-weighted objective)
+        self.elbo_particles = 1 if objective == "iwae" else particles
         #: why the direct objective does not apply (``None`` when it does, or was not asked for)
         self.problem = direct_problem(model, guide) if objective == "auto" and not jit else None
         #: whether the loss skips Pyro's tracing
@@ -47,30 +51,53 @@ class TrainingLoss:
         self.elbo = (
             None
             if self.direct or self.particles is not None
-            else make_elbo(enumerates=has_discrete_site(model, guide), analytic_kl=analytic_kl, jit=jit)
+            else make_elbo(
+                particles,
+                vectorize_particles=particles > 1,
+                enumerates=has_discrete_site(model, guide),
+                analytic_kl=analytic_kl,
+                jit=jit,
+            )
         )
 
     def describe(self) -> str:
         """Which objective computes the loss, and why (for ``summary.json``)."""
-        if self.direct:
-            return "direct"
         if self.particles is not None:
             return f"iwae (K = {self.particles})"
+        draws = f" (M = {self.elbo_particles} draws per point)" if self.elbo_particles > 1 else ""
+        if self.direct:
+            return "direct" + draws
         if self.jit:
-            return "pyro jit"
-        return "pyro" + (f" ({self.problem})" if self.problem else "")
+            return "pyro jit" + draws
+        return "pyro" + draws + (f" ({self.problem})" if self.problem else "")
 
     def verify(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> None:
         """Check the direct loss against Pyro's ELBO on ``x`` (the first step of a run); see
         :func:`~mixvae.inference.direct.verify_direct`."""
         if self.direct:
-            verify_direct(self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl)
+            verify_direct(
+                self.model,
+                self.guide,
+                x,
+                num_data,
+                beta=beta,
+                analytic_kl=self.analytic_kl,
+                particles=self.elbo_particles,
+            )
 
     def __call__(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> torch.Tensor:
         if self.particles is not None:
             return iwae_loss(self.model, self.guide, x, num_data, self.particles, beta=beta)
         if self.direct:
-            return direct_loss(self.model, self.guide, x, num_data, beta=beta, analytic_kl=self.analytic_kl)
+            return direct_loss(
+                self.model,
+                self.guide,
+                x,
+                num_data,
+                beta=beta,
+                analytic_kl=self.analytic_kl,
+                particles=self.elbo_particles,
+            )
         with warnings.catch_warnings():
             if self.jit:  # asked for with --jit; its help says that torch.jit.trace is deprecated
                 warnings.filterwarnings("ignore", "`torch.jit.trace` is deprecated", DeprecationWarning)

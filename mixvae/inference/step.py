@@ -97,7 +97,10 @@ class RunObjective:
             self.labelled_y = data.train_y[split.labelled].to(device)
             self.labelled_bs = min(config.batch_size, len(self.labelled_x))
             # Labelled points observe the discrete site: nothing is enumerated for them.
-            self.labelled_elbo = make_elbo(enumerates=False, analytic_kl=analytic_kl)
+            m = 1 if config.objective == "iwae" else config.particles  # the ELBO's draws per point
+            self.labelled_elbo = make_elbo(
+                m, vectorize_particles=m > 1, enumerates=False, analytic_kl=analytic_kl
+            )
         self.warmup = LatentScale()
         self._verified = False
         #: --mutual-info lambda (0: the plain ELBO; a guide with a discrete site, checked by start_run)
