@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mixvae import PRIORS, TrainConfig
+from mixvae import PRIORS, TrainConfig, build
 from mixvae.cli import build_parser
 from mixvae.errors import ConfigError, PluginError
 from mixvae.models import StandardPrior
@@ -35,7 +35,15 @@ def test_config_json_holds_the_chosen_parts_options_and_round_trips():
     assert (d["w_dim"], d["zprior_threshold"], d["components"]) == (3, 0.5, 10)
     assert "pseudo_inputs" not in d and "mixture_weights" not in d  # not options of these parts
     assert TrainConfig.from_dict(d) == config
-    assert set(option_names("prior", "dilokthanakul")) == {"components", "w_dim", "zprior_threshold"}
+    assert set(option_names("prior", "dilokthanakul")) == {
+        "components",
+        "w_dim",
+        "zprior_threshold",
+        "w_hidden",
+    }
+    # --w-hidden: the width of the prior's network from w (the authors' code: 500)
+    model, _ = build(dataclasses.replace(config, w_hidden=500, hidden=(8,)), 12)
+    assert model.prior.net[0].out_features == 500 and model.prior.net[-1].in_features == 500
 
 
 @pytest.mark.parametrize(

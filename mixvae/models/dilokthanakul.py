@@ -54,6 +54,12 @@ class DilokthanakulPrior(Prior):
         zprior_threshold: float | None = option(
             None, "z-prior free bits: KL(p(c|w,z) || p(c)) gets gradient only above this (nats)", minimum=0
         )
+        w_hidden: int = option(
+            128,
+            "width of the tanh layer of the dilokthanakul prior's network from w to the components' "
+            "means and scales (the authors' code: 500, the --hidden of their other networks)",
+            minimum=1,
+        )
 
     story = "w ~ N(0, I), c ~ Cat(1/K), z | w,c ~ N(mu_c(w), diag sigma_c(w)^2)"
 
@@ -78,7 +84,13 @@ class DilokthanakulPrior(Prior):
         cls, config: TrainConfig, data_shape: tuple[int, ...], guide: torch.nn.Module
     ) -> DilokthanakulPrior:
         w_dim = config.w_dim or config.latent_dim
-        return cls(config.latent_dim, config.components, w_dim, zprior_threshold=config.zprior_threshold)
+        return cls(
+            config.latent_dim,
+            config.components,
+            w_dim,
+            hidden=(config.w_hidden,),
+            zprior_threshold=config.zprior_threshold,
+        )
 
     @property
     def num_components(self) -> int:
