@@ -112,8 +112,9 @@ def direct_loss(
     for site in guide.sites:
         fn = guide.site_dist(site, h, values)
         if site.enumerated:
-            values[site.name] = _sites.enumerate_values(fn, batch_dims=dims)  # (K, 1), as Pyro enumerates
-            log_qy = fn.log_prob(values[site.name])  # (K, B)
+            # (K, 1), or (K, 1, 1) with particles, as Pyro enumerates
+            values[site.name] = _sites.enumerate_values(fn, batch_dims=dims)
+            log_qy = fn.log_prob(values[site.name])  # (K, B), or (K, M, B)
             log_q, weight = log_q + log_qy, log_qy.exp()
         else:
             values[site.name] = fn.rsample()
