@@ -19,6 +19,7 @@ SCRIPTS = {
     "results.py": ["--smoke"],
     "iw_samples.py": ["--smoke"],
     "plain_conv.py": ["--smoke"],
+    "recipe_cost.py": ["--smoke"],
 }
 
 
@@ -183,6 +184,30 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     assert len(lines) == 1 + 4 * 2 * 2 + 2 and lines[-2:] == earlier.read_text().splitlines()[1:]
     refused = subprocess.run([*merge, str(out / "results.md")], capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1 and "not a scratch-curves.csv of results.py" in refused.stderr
+
+
+def test_recipe_cost_smoke(tmp_path):
+    out = tmp_path / "cost.json"
+    script = ROOT / "benchmarks" / "recipe_cost.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), *SCRIPTS["recipe_cost.py"], "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == [
+        "recipe",
+        "--particles 10",
+        "--w-hidden 64",
+        "--particles 10 --w-hidden 64",
+    ]
+    assert rows[0]["ratio"] == 1.0 and all(
+        r["seconds_per_step"] > 0 and math.isfinite(r["loss"]) for r in rows
+    )
+    assert "M = 10 draws per point" in rows[1]["objective"] and "M = " not in rows[0]["objective"]
+    assert "| --particles 10 --w-hidden 64 |" in proc.stdout
 
 
 @pytest.mark.slow
