@@ -174,8 +174,8 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     earlier = tmp_path / "earlier.csv"
     earlier.write_text(
         "row,seed,epoch,acc_hungarian,acc_majority,nmi,heldout_elbo,train_seconds\n"
-        '"an earlier row",3,10,0.5000,0.6000,0.4000,-100.000,50.0\n'
-        '"an earlier row",3,20,0.6000,0.7000,0.5000,-99.000,100.0\n'
+        '"an earlier row, K = 3",3,10,0.5000,0.6000,0.4000,-100.000,50.0\n'
+        '"an earlier row, K = 3",3,20,0.6000,0.7000,0.5000,-99.000,100.0\n'
     )
     merge = [*cmd, "--report-only", "--only", "scratch", "--curves-from"]
     merged = subprocess.run([*merge, str(earlier)], capture_output=True, text=True, timeout=300)
