@@ -71,33 +71,20 @@ class TrainingLoss:
             return "pyro jit" + draws
         return "pyro" + draws + (f" ({self.problem})" if self.problem else "")
 
+    def _direct_settings(self) -> dict[str, object]:
+        return {"analytic_kl": self.analytic_kl, "particles": self.elbo_particles}
+
     def verify(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> None:
         """Check the direct loss against Pyro's ELBO on ``x`` (the first step of a run); see
         :func:`~mixvae.inference.direct.verify_direct`."""
         if self.direct:
-            verify_direct(
-                self.model,
-                self.guide,
-                x,
-                num_data,
-                beta=beta,
-                analytic_kl=self.analytic_kl,
-                particles=self.elbo_particles,
-            )
+            verify_direct(self.model, self.guide, x, num_data, beta=beta, **self._direct_settings())
 
     def __call__(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> torch.Tensor:
         if self.particles is not None:
             return iwae_loss(self.model, self.guide, x, num_data, self.particles, beta=beta)
         if self.direct:
-            return direct_loss(
-                self.model,
-                self.guide,
-                x,
-                num_data,
-                beta=beta,
-                analytic_kl=self.analytic_kl,
-                particles=self.elbo_particles,
-            )
+            return direct_loss(self.model, self.guide, x, num_data, beta=beta, **self._direct_settings())
         with warnings.catch_warnings():
             if self.jit:  # asked for with --jit; its help says that torch.jit.trace is deprecated
                 warnings.filterwarnings("ignore", "`torch.jit.trace` is deprecated", DeprecationWarning)
