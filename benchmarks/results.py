@@ -333,9 +333,11 @@ def read_curves(path: Path) -> dict[str, dict[int, list[dict[str, Any]]]]:
         with path.open(newline="") as f:
             lines = list(csv.DictReader(f))
         curves: dict[str, dict[int, list[dict[str, Any]]]] = {}
+        so_far: dict[tuple[str, int], float] = {}  # the cumulative seconds of each curve's last line
         for line in lines:
-            records = curves.setdefault(line["row"], {}).setdefault(int(line["seed"]), [])
-            before = sum(m["train_seconds"] for m in records)
+            key = (line["row"], int(line["seed"]))
+            records = curves.setdefault(key[0], {}).setdefault(key[1], [])
+            before, so_far[key] = so_far.get(key, 0.0), float(line["train_seconds"])
             records.append(
                 {
                     "epoch": int(line["epoch"]),
@@ -384,7 +386,7 @@ def write_scratch_curves(
                 c = m["clustering"]
                 table.writerow(
                     [row, seed, m["epoch"], f"{c['acc_hungarian']:.4f}", f"{c['acc_majority']:.4f}"]
-                    + [f"{c['nmi']:.4f}", f"{m['heldout_elbo']:.3f}", f"{seconds:.1f}"]
+                    + [f"{c['nmi']:.4f}", f"{m['heldout_elbo']:.3f}", f"{seconds:.3f}"]
                 )
     write_text(path.with_suffix(".csv"), text.getvalue())  # atomically, like the figure
 

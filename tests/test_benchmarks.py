@@ -23,6 +23,19 @@ SCRIPTS = {
 }
 
 
+def _smoke(script: str, tmp_path, timeout: int = 900) -> tuple[dict, str]:
+    """Run a benchmark script in its smoke mode with ``--json``: its JSON and its stdout."""
+    out = tmp_path / f"{script}.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *SCRIPTS[script], "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
 def test_every_benchmark_script_is_exercised():
     files = {p.name: p.read_text() for p in (ROOT / "benchmarks").glob("*.py")}
     scripts = {name for name, text in files.items() if 'if __name__ == "__main__":' in text}
@@ -65,16 +78,7 @@ def test_speed_benchmark_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_conv_speed_benchmark_smoke(tmp_path):
-    out = tmp_path / "speed_conv.json"
-    script = ROOT / "benchmarks" / "speed_conv.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), *SCRIPTS["speed_conv.py"], "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result, _ = _smoke("speed_conv.py", tmp_path)
     assert [r["pair"] for r in result["pairs"]] == ["standard x gaussian (conv)", "gmm x gaussian (conv)"]
     for row in result["pairs"]:
         assert row["same_loss"], row  # the same layers, weights, draws and data order: equal work
@@ -174,8 +178,8 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     earlier = tmp_path / "earlier.csv"
     earlier.write_text(
         "row,seed,epoch,acc_hungarian,acc_majority,nmi,heldout_elbo,train_seconds\n"
-        '"an earlier row, K = 3",3,10,0.5000,0.6000,0.4000,-100.000,50.0\n'
-        '"an earlier row, K = 3",3,20,0.6000,0.7000,0.5000,-99.000,100.0\n'
+        '"an earlier row, K = 3",3,10,0.5000,0.6000,0.4000,-100.000,50.000\n'
+        '"an earlier row, K = 3",3,20,0.6000,0.7000,0.5000,-99.000,100.000\n'
     )
     merge = [*cmd, "--report-only", "--only", "scratch", "--curves-from"]
     merged = subprocess.run([*merge, str(earlier)], capture_output=True, text=True, timeout=300)
@@ -187,16 +191,8 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
 
 
 def test_recipe_cost_smoke(tmp_path):
-    out = tmp_path / "cost.json"
-    script = ROOT / "benchmarks" / "recipe_cost.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), *SCRIPTS["recipe_cost.py"], "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(out.read_text())["rows"]
+    result, stdout = _smoke("recipe_cost.py", tmp_path, timeout=300)
+    rows = result["rows"]
     assert [r["variant"] for r in rows] == [
         "recipe",
         "--particles 10",
@@ -207,7 +203,7 @@ def test_recipe_cost_smoke(tmp_path):
         r["seconds_per_step"] > 0 and math.isfinite(r["loss"]) for r in rows
     )
     assert "M = 10 draws per point" in rows[1]["objective"] and "M = " not in rows[0]["objective"]
-    assert "| --particles 10 --w-hidden 64 |" in proc.stdout
+    assert "| --particles 10 --w-hidden 64 |" in stdout
 
 
 @pytest.mark.slow
