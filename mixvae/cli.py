@@ -228,18 +228,8 @@ def _list_elbos() -> None:
 #: flags that may change when a run is resumed: how long, where it runs, where its data live,
 #: the step size and clipping (to continue a diverged run), how often it checkpoints and scores
 #: the held-out data
-RESUMABLE = {
-    "epochs",
-    "device",
-    "data_dir",
-    "download",
-    "lr",
-    "clip_grad",
-    "checkpoint_every",
-    "checkpoint_minutes",
-    "eval_every",
-    "logger",
-}
+RESUMABLE = {"epochs", "device", "data_dir", "download", "lr", "clip_grad"}
+RESUMABLE |= {"checkpoint_every", "checkpoint_minutes", "eval_every", "logger"}
 #: exit status after SIGINT / SIGTERM, as a shell reports a process killed by them
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -279,9 +269,12 @@ def _train(args: argparse.Namespace) -> int:
     else:
         run = train(record_plugins(TrainConfig(**given)), progress=not args.quiet)
     if run.interrupted:
+        saved = f"checkpoint written to {run.run_dir}/checkpoint.pt"
+        if run.run_dir is not None and not (run.run_dir / "checkpoint.pt").is_file():  # in its --restarts
+            saved = f"the checkpoints of its restarts are in {run.run_dir}/restarts"
         print(
-            f"mixvae: {run.interrupted} after {run.epoch} full epochs; checkpoint written to "
-            f"{run.run_dir}/checkpoint.pt; continue with: mixvae train --resume {run.run_dir}",
+            f"mixvae: {run.interrupted} after {run.epoch} full epochs; {saved}; continue with: "
+            f"mixvae train --resume {run.run_dir}",
             file=sys.stderr,
         )
         return SIGNAL_EXIT.get(run.interrupted, 1)

@@ -40,6 +40,7 @@ SIZE_LIMITS = {
     "epochs": 10_000_000,
     "checkpoint_every": 10_000_000,
     "eval_every": 10_000_000,
+    "restarts": 10_000,
 }
 
 
@@ -111,6 +112,12 @@ class TrainConfig:
         "with --init-from: fit the prior to the codes this many times (GMM seeds SEED, SEED+1, ...) and "
         "start from the fit whose model has the best ELBO on the training data (no labels)",
     )
+    restarts: int = _opt(
+        1,
+        "train this many starts (seed SEED and seeds drawn from it) for --restart-epochs each and go on "
+        "with the one whose ELBO of the training data is highest (no labels, no held-out data)",
+    )
+    restart_epochs: int = _opt(10, "with --restarts: the epochs each start trains before the choice")
     posthoc_components: int = _opt(10, "components of the post-hoc GMM fitted to q(z) (posthoc-gmm)")
     posthoc_bic: bool = _opt(False, "choose the post-hoc GMM's K <= --posthoc-components by BIC")
     labels_per_class: int | None = _opt(
@@ -329,6 +336,12 @@ class TrainConfig:
             raise ConfigError(f"--init-fits must be >= 1, got {self.init_fits!r}")
         if self.init_fits > 1 and self.init_from is None:
             raise ConfigError("--init-fits chooses among fits of a warm start; give --init-from RUN")
+        late = self.restarts > 1 and self.restart_epochs > self.epochs
+        if self.restarts < 1 or self.restart_epochs < 1 or late:
+            raise ConfigError(
+                f"--restarts must be >= 1 and --restart-epochs between 1 and --epochs {self.epochs}, "
+                f"got {self.restarts!r} and {self.restart_epochs!r}"
+            )
         for f in dataclasses.fields(self):  # the fields declared with choices
             choices = f.metadata.get("choices")
             if choices is not None and getattr(self, f.name) not in choices:

@@ -96,8 +96,8 @@ def test_interrupt_during_the_epoch_end_evaluation_keeps_that_epoch(small_digits
 
     opts = dict(dataset=small_digits, progress=False, figures=False)
     straight = train(_config(tmp_path / "straight"), **opts)
-    train_module = importlib.import_module("mixvae.inference.train")
-    original, calls = train_module.evaluate_elbo, []
+    loop_module = importlib.import_module("mixvae.inference.loop")
+    original, calls = loop_module.evaluate_elbo, []
 
     def interrupting(*args, **kwargs):
         calls.append(1)
@@ -105,9 +105,9 @@ def test_interrupt_during_the_epoch_end_evaluation_keeps_that_epoch(small_digits
             signal.raise_signal(signal.SIGINT)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "evaluate_elbo", interrupting)
+    monkeypatch.setattr(loop_module, "evaluate_elbo", interrupting)
     stopped = train(_config(tmp_path / "split"), **opts)
-    monkeypatch.setattr(train_module, "evaluate_elbo", original)
+    monkeypatch.setattr(loop_module, "evaluate_elbo", original)
     assert stopped.interrupted == "SIGINT" and stopped.epoch == 1
     assert load_checkpoint(tmp_path / "split" / "checkpoint.pt")["epoch"] == 1
     _assert_same_run(straight, resume(tmp_path / "split", **opts))

@@ -452,14 +452,14 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
 def test_ctrl_c_during_the_end_of_run_summary_is_honoured(capsys, tmp_path, monkeypatch):
     import importlib
 
-    train_module = importlib.import_module("mixvae.inference.train")  # the module, not the function
+    loop_module = importlib.import_module("mixvae.inference.loop")  # the training loop's module
 
     def interrupted(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(5)  # the signal arrives first
         raise AssertionError("SIGINT was ignored")
 
-    monkeypatch.setattr(train_module, "summarize", interrupted)
+    monkeypatch.setattr(loop_module, "summarize", interrupted)
     out = tmp_path / "run"
     rc, err = _cli(capsys, "train", *QUICK, "--epochs", "1", "--out", str(out))
     assert rc == 130 and f"continue with mixvae train --resume {out}" in err

@@ -72,8 +72,8 @@ def _poison_updates(monkeypatch):
     """Make every optimiser step of the next training run write NaN into the guide (finite loss)."""
     import importlib
 
-    train_module = importlib.import_module("mixvae.inference.train")  # the module, not the function
-    make = train_module._optimizer
+    loop_module = importlib.import_module("mixvae.inference.loop")  # the training loop's module
+    make = loop_module.optimizer_of
 
     def poisoning(run):
         optimizer = make(run)
@@ -89,7 +89,7 @@ def _poison_updates(monkeypatch):
         optimizer.step = poisoned_step
         return optimizer
 
-    monkeypatch.setattr(train_module, "_optimizer", poisoning)
+    monkeypatch.setattr(loop_module, "optimizer_of", poisoning)
 
 
 DIVERGED_AFTER_STEP_1 = r"parameters became non-finite at epoch 1, step 1 \(non-finite"

@@ -11,19 +11,19 @@ import torch
 from mixvae.config import resolve_device, torch_dtype
 from mixvae.data import Dataset, as_dataset
 from mixvae.errors import CheckpointError, ConfigError, DataError
+from mixvae.inference.loop import continue_from
+from mixvae.inference.restarts import RESTARTS, resume_restarts
 from mixvae.inference.setup import check_data
-from mixvae.inference.train import _fit, _optimizer
 from mixvae.plugins import record_plugins
-from mixvae.runs.checkpoint import Position, load_checkpoint, restore_rng
+from mixvae.runs.checkpoint import load_checkpoint
 from mixvae.runs.files import clean_temporaries, write_text
 from mixvae.runs.folder import (
     Run,
     check_belongs,
     config_from_payload,
-    load_into_run,
     payload_data_shape,
-    restore_metrics,
     run_dataset,
+    stored_config,
 )
 from mixvae.runs.lock import RunLock
 from mixvae.runs.manifest import adopt_legacy, is_legacy_run
@@ -70,16 +70,22 @@ def resume(
     ``encoder`` and ``decoder`` modules of the same architecture again.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "checkpoint.pt").is_file():
+    # a run stopped during its restarts, before the choice: no checkpoint of its own yet
+    in_restarts = (run_dir / RESTARTS).is_dir() and (run_dir / "config.json").is_file()
+    if not (run_dir / "checkpoint.pt").is_file() and not in_restarts:
         raise CheckpointError(f"no checkpoint at {run_dir / 'checkpoint.pt'}; train a run there first")
     lock = RunLock(run_dir, "train --resume").acquire()
     try:
         clean_temporaries(run_dir)
-        payload = load_checkpoint(run_dir / "checkpoint.pt")
-        if is_legacy_run(run_dir):  # a mixvae 0.1 run folder: it gets its manifest now
-            adopt_legacy(run_dir)
-        check_belongs(payload, run_dir)
-        config = config_from_payload(payload, run_dir)
+        payload = None
+        if (run_dir / "checkpoint.pt").is_file():
+            payload = load_checkpoint(run_dir / "checkpoint.pt")
+            if is_legacy_run(run_dir):  # a mixvae 0.1 run folder: it gets its manifest now
+                adopt_legacy(run_dir)
+            check_belongs(payload, run_dir)
+            config = config_from_payload(payload, run_dir)
+        else:
+            config = stored_config((run_dir / "config.json").read_text(), run_dir)
         changes = dict(
             epochs=epochs,
             device=device,
@@ -99,15 +105,24 @@ def resume(
         config.out, config.overwrite = str(run_dir), False
         config.validate()
         record_plugins(config)
-        done = int(payload["epoch"])
+        done = 0 if payload is None else int(payload["epoch"])
         if config.epochs < done:
             raise ConfigError(f"{run_dir} has already trained {done} epochs; ask for --epochs {done} or more")
-        dev = resolve_device(config.device)
+        resolve_device(config.device)  # a device this machine lacks is refused before the data load
         data = (
             as_dataset(dataset, torch_dtype(config.dtype))
             if dataset is not None
             else run_dataset(config, run_dir, config.download)
         )
+        if payload is None:
+            return resume_restarts(
+                run_dir,
+                check_data(data, config),
+                config,
+                progress=progress,
+                figures=figures,
+                after_step=after_step,
+            )
         trained_on = payload_data_shape(payload, config)
         if data.data_shape != trained_on:
             raise DataError(
@@ -116,30 +131,16 @@ def resume(
             )
         data = check_data(data, config)
         write_text(run_dir / "config.json", config.to_json() + "\n")
-        run = load_into_run(payload, config, run_dir, encoder, decoder)
-        run.model.to(dev)
-        run.guide.to(dev)
-        optimizer = _optimizer(run)
-        optimizer.load_state_dict(payload["optimizer"])
-        for group in optimizer.param_groups:  # the learning rate is the configuration's (--lr on resume)
-            group["lr"] = config.lr
-        gen = torch.Generator(device=dev)
-        restore_rng(payload["rng"], gen)
-        p = payload["position"]
-        perm = None if p["perm"] is None else p["perm"].to(dev)
-        pos = Position(done, int(p["step"]), int(p["batch"]), perm, float(p["total"]))
-        history = restore_metrics(run_dir, payload)
-        return _fit(
-            run,
+        return continue_from(
+            payload,
+            config,
+            run_dir,
             data,
-            optimizer,
-            gen,
-            pos,
-            history,
+            encoder,
+            decoder,
             progress=progress,
             figures=figures,
             after_step=after_step,
-            num_data=int(payload.get("num_data", -1)),
         )
     finally:
         lock.release()

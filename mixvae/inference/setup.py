@@ -81,6 +81,21 @@ def check_data(data: Dataset, config: TrainConfig) -> Dataset:
     return data
 
 
+def load_data(config: TrainConfig, dataset: Dataset | None) -> Dataset:
+    """The data of a new run, checked (:func:`check_data`): ``dataset`` in the run's dtype, or
+    ``config.dataset`` loaded (a file or folder is recorded by its absolute path)."""
+    dtype = torch_dtype(config.dtype)
+    if dataset is None:
+        if config.dataset not in DATASETS and is_data_path(config.dataset):
+            config.dataset = str(Path(config.dataset).expanduser().resolve())  # found again from any folder
+        elif config.dataset not in DATASETS:
+            load_dataset(config.dataset)  # unknown names fail before any loading, naming the choices
+        data = load_dataset(config.dataset, config.data_dir, config.download, dtype=dtype)
+    else:
+        data = dataset.to(dtype)
+    return check_data(data, config)
+
+
 def start_run(
     config: TrainConfig,
     dataset: Dataset | None,
@@ -108,16 +123,7 @@ def start_run(
     config.validate()
     check_names(config)
     record_plugins(config)  # where the parts came from, for evaluate / sample / resume
-    dtype = torch_dtype(config.dtype)
-    if dataset is None:
-        if config.dataset not in DATASETS and is_data_path(config.dataset):
-            config.dataset = str(Path(config.dataset).expanduser().resolve())  # found again from any folder
-        elif config.dataset not in DATASETS:
-            load_dataset(config.dataset)  # unknown names fail before any loading, naming the choices
-        data = load_dataset(config.dataset, config.data_dir, config.download, dtype=dtype)
-    else:
-        data = dataset.to(dtype)
-    data = check_data(data, config)
+    data = load_data(config, dataset)
     config.network = GIVEN if given else resolve(config.network, data.data_shape)  # recorded in config.json
     check_logger(config.logger)  # a missing package is refused before the folder is written
     for flag, value, default in (

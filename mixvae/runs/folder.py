@@ -137,6 +137,11 @@ def _claim(run_dir: Path, config: TrainConfig) -> None:
                 f"{run_dir} already holds a run; choose another --out, pass --overwrite to replace it, "
                 f"or continue it with --resume {run_dir}"
             )
+        if (run_dir / "restarts").is_dir():
+            raise ConfigError(
+                f"{run_dir} holds a run whose restarts stopped before the choice; continue them with "
+                f"mixvae train --resume {run_dir}, or pass --overwrite to start again"
+            )
         raise ConfigError(
             f"{run_dir} holds a run that stopped before its first checkpoint; pass --overwrite to start "
             "it again, or choose another --out"
@@ -203,8 +208,13 @@ def config_from_payload(payload: dict[str, Any], run_dir: Path) -> TrainConfig:
             f"(mixvae {payload.get('mixvae_version')}); this mixvae {__version__} reads format "
             f"{FORMAT_VERSION}: retrain the run with this version"
         )
+    return stored_config(payload["config"], run_dir)
+
+
+def stored_config(text: Any, run_dir: Path) -> TrainConfig:
+    """The configuration stored as JSON ``text`` (a checkpoint's, or ``config.json``), checked."""
     try:
-        stored = json.loads(payload["config"])
+        stored = json.loads(text)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{run_dir} holds a configuration this mixvae cannot use ({e})") from None
     load_recorded_plugins(stored, run_dir)  # their parts must be registered before the config is used
