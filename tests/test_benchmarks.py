@@ -104,12 +104,19 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
         "| gmm x gaussian (VaDE-style) | the model's",
         "| dilokthanakul, K = 10 | the model's own (most probable y) (K = 10)",
         "| dilokthanakul, K = 16 | the model's own (most probable y) (K = 16)",
+        "| dilokthanakul, K = 10, best of 4 starts | the model's own (most probable y) (K = 10)",
         "| standard x gaussian | k-means on encoder means (K = 10)",
         "| standard x gaussian | full-covariance GMM on encoder means (K = 10)",
         "| gmm-full x gaussian, warm start, uniform weights, best of 10 fits | the model's own",
     ):
         assert sum(r.startswith(start) for r in rows) == 1, start
     assert sum(r.startswith("| vampprior x mixture |") for r in rows) == 2
+    starts = next(r for r in rows if r.startswith("| dilokthanakul, K = 16, best of 4 starts |"))
+    assert "| 6 + 2 |" in starts  # the 3 other starts' epochs + the run's
+    record = json.loads(
+        (out / "clustering" / "dilokthanakul-k-16-best-of-4-starts" / "seed0" / "restarts.json").read_text()
+    )
+    assert len(record["starts"]) == 4 and sum(s["chosen"] for s in record["starts"]) == 1
     # the from-scratch rows name the recipe they ran, as flags, and draw their learning curves
     scratch = {r.split(" | ")[0][2:]: r for r in rows if "`--prior" in r}
     assert list(scratch) == [

@@ -48,7 +48,9 @@ def test_the_best_start_by_training_elbo_goes_on_as_if_trained_straight(small_di
     assert [s["seed"] for s in starts] == [restart_seed(0, r) for r in range(3)]
     assert len({s["seed"] for s in starts}) == 3 and starts[0]["seed"] == 0
     # the chosen start is the one whose training ELBO (from its summary) is highest
-    scores = [json.loads((tmp_path / "r" / s["folder"] / "summary.json").read_text())["train_elbo"] for s in starts]
+    scores = [
+        json.loads((tmp_path / "r" / s["folder"] / "summary.json").read_text())["train_elbo"] for s in starts
+    ]
     assert [s["training_elbo"] for s in starts] == scores
     best = max(range(3), key=scores.__getitem__)
     assert [s["chosen"] for s in starts] == [r == best for r in range(3)]
@@ -81,7 +83,9 @@ def test_a_run_stopped_during_its_restarts_resumes_them_exactly(small_digits, tm
     run = resume(tmp_path / "split", dataset=small_digits, progress=False, figures=False)
     _same_parameters(run, straight)
     assert _metrics(tmp_path / "split") == _metrics(tmp_path / "straight")
-    assert (tmp_path / "split" / "restarts.json").read_text() == (tmp_path / "straight" / "restarts.json").read_text()
+    assert (tmp_path / "split" / "restarts.json").read_text() == (
+        tmp_path / "straight" / "restarts.json"
+    ).read_text()
     # after the choice the run has its own checkpoint: a later resume trains it on as any run
     longer = resume(tmp_path / "split", epochs=4, dataset=small_digits, progress=False, figures=False)
     assert longer.epoch == 4 and len(_metrics(tmp_path / "split")) == 4
@@ -101,3 +105,16 @@ def test_restarts_bad_settings_are_one_line(small_digits, tmp_path):
             progress=False,
         )
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_the_cli_trains_restarts_and_resume_refuses_to_change_them(tmp_path, capsys):
+    from mixvae.cli import main
+
+    tiny = ["--hidden", "32", "--epochs", "2", "--batch-size", "64", "--quiet", "--dataset", "digits"]
+    out = tmp_path / "run"
+    assert main(["train", *tiny, "--prior", "gmm", "--guide", "categorical", "--restarts", "2",
+                 "--restart-epochs", "1", "--out", str(out)]) == 0  # fmt: skip
+    assert sorted(p.name for p in (out / "restarts").iterdir()) == ["0", "1"]
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+    assert main(["train", "--resume", str(out), "--restarts", "3"]) == 2
+    assert "--resume continues the stored configuration" in capsys.readouterr().err
