@@ -104,6 +104,10 @@ def test_restarts_bad_settings_are_one_line(small_digits, tmp_path):
             decoder=torch.nn.Linear(3, 64),
             progress=False,
         )
+    from mixvae.inference.lightning import train_lightning
+
+    with pytest.raises(ConfigError, match="one after another in one process; drop --devices"):
+        train_lightning(_config(tmp_path, restarts=2, restart_epochs=1), devices=1, dataset=small_digits)
     assert not any(tmp_path.iterdir())  # nothing written
 
 

@@ -156,6 +156,8 @@ def train_lightning(
     lightning = import_lightning()
     if config.out is None:
         raise ConfigError("training on several devices needs an explicit --out (every process must agree)")
+    if config.restarts > 1:
+        raise ConfigError("--restarts trains its starts one after another in one process; drop --devices")
     # The first process prepares and locks the folder; the workers that Lightning's ddp launcher
     # starts by re-running the command (LOCAL_RANK > 0) find it prepared.
     first = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
