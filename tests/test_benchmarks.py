@@ -96,7 +96,7 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     for heading in ("## Clustering", "## Likelihood", "## Aggregate posterior", "## From scratch"):
         assert heading in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    # 6 models with their own clusters + 2 baselines on the standard VAE; 14 likelihood rows; 14 aggregate rows
+    # 9 models with their own clusters + 2 baselines on the standard VAE; 14 likelihood rows; 14 aggregate rows
     for start in (
         "| gmm-full x gaussian, warm start | the model's own (most probable y) (K = 10)",
         "| gmm-full x gaussian, warm start, uniform weights | the model's own (most probable y) (K = 10)",
@@ -151,7 +151,7 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
             assert (config["objective"], config["particles"]) == ("iwae", k)
     # every seed is a run folder that mixvae commands can open again
     evaluations = sorted(out.glob("*/*/seed*/evaluation.json"))
-    assert len(evaluations) == 2 * (8 + 14 + 4)
+    assert len(evaluations) == 2 * (10 + 14 + 4)
     # the warm-started runs record the run they started from
     origins = list(out.glob("clustering/gmm-full-*/seed*/init_from.json"))
     assert len(origins) == 3 * 2
