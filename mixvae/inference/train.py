@@ -1,4 +1,4 @@
-"""The one training loop behind the Python API and the CLI: :func:`train` starts a run."""
+"""Start a run: the way of the Python API and the CLI into the one training loop (:mod:`mixvae.inference.loop`)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def train(
     at every step (``jit=True``: compiled), ``objective="iwae"`` the
     importance-weighted bound with ``particles`` samples
     (:class:`~mixvae.inference.loss.TrainingLoss`).
+
+    With ``restarts`` > 1 the run trains that many starts for ``restart_epochs`` each
+    and goes on with the one whose training ELBO is highest
+    (:mod:`mixvae.inference.restarts`).
 
     Writes ``config.json``, ``metrics.jsonl`` (one line per epoch),
     ``checkpoint.pt`` (every ``checkpoint_every`` epochs and at the end),
