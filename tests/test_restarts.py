@@ -122,3 +122,17 @@ def test_the_cli_trains_restarts_and_resume_refuses_to_change_them(tmp_path, cap
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
     assert main(["train", "--resume", str(out), "--restarts", "3"]) == 2
     assert "--resume continues the stored configuration" in capsys.readouterr().err
+
+
+def test_resume_changes_reach_the_start_it_continues(small_digits, tmp_path):
+    def interrupt(step):
+        if step == 3:
+            signal.raise_signal(signal.SIGINT)
+
+    opts = dict(dataset=small_digits, progress=False, figures=False)
+    train(_config(tmp_path, restarts=2, restart_epochs=1), after_step=interrupt, **opts)
+    resume(tmp_path, lr=5e-4, eval_every=2, **opts)
+    for folder in (tmp_path, tmp_path / "restarts" / "0"):
+        stored = json.loads((folder / "config.json").read_text())
+        assert (stored["lr"], stored["eval_every"]) == (5e-4, 2)
+    assert json.loads((tmp_path / "restarts" / "0" / "config.json").read_text())["epochs"] == 1

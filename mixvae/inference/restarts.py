@@ -176,8 +176,12 @@ def _start(
         if int(payload["epoch"]) >= config.restart_epochs and (folder / "summary.json").is_file():
             summary = json.loads((folder / "summary.json").read_text())
             return dataclasses.replace(load_into_run(payload, stored, folder), summary=summary)
-        stored.epochs, stored.device = config.restart_epochs, config.device
+        # what may change on --resume changes for the run's starts too (a start's epochs are its own)
+        for name in ("device", "data_dir", "lr", "clip_grad", "checkpoint_every", "checkpoint_minutes"):
+            setattr(stored, name, getattr(config, name))
+        stored.eval_every, stored.epochs = config.eval_every, config.restart_epochs
         with RunLock(folder, "train --resume"):
+            write_text(folder / "config.json", stored.to_json() + "\n")
             return continue_from(
                 payload, stored, folder, data, progress=progress, figures=False, after_step=after_step
             )
