@@ -10,6 +10,7 @@ from mixvae import TrainConfig
 from mixvae.errors import ConfigError
 from mixvae.inference import resume, train
 from mixvae.inference.restarts import restart_seed
+from mixvae.runs import load_checkpoint
 
 
 def _config(out, **kw):
@@ -136,3 +137,31 @@ def test_resume_changes_reach_the_start_it_continues(small_digits, tmp_path):
         stored = json.loads((folder / "config.json").read_text())
         assert (stored["lr"], stored["eval_every"]) == (5e-4, 2)
     assert json.loads((tmp_path / "restarts" / "0" / "config.json").read_text())["epochs"] == 1
+
+
+def test_restarts_of_a_warm_start_fit_the_prior_per_start_and_keep_the_chosen_origin(small_digits, tmp_path):
+    opts = dict(dataset=small_digits, progress=False, figures=False)
+    common = dict(guide="gaussian", hidden=(32,), latent_dim=3, components=4, batch_size=100)
+    train(TrainConfig(prior="standard", epochs=2, out=str(tmp_path / "pre"), **common), **opts)
+    run = train(
+        TrainConfig(
+            prior="gmm-full",
+            epochs=2,
+            init_from=str(tmp_path / "pre"),
+            restarts=2,
+            restart_epochs=1,
+            out=str(tmp_path / "warm"),
+            **common,
+        ),
+        **opts,
+    )
+    record = json.loads((tmp_path / "warm" / "restarts.json").read_text())
+    chosen = next(s for s in record["starts"] if s["chosen"])
+    # each start fitted the prior to the same codes with its own seed: their priors differ
+    priors = [
+        load_checkpoint(tmp_path / "warm" / s["folder"] / "checkpoint.pt")["model"] for s in record["starts"]
+    ]
+    assert any(not torch.equal(priors[0][k], priors[1][k]) for k in priors[0] if k.startswith("prior"))
+    origin = (tmp_path / "warm" / "init_from.json").read_text()
+    assert origin == (tmp_path / "warm" / chosen["folder"] / "init_from.json").read_text()
+    assert run.epoch == 2
