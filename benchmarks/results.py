@@ -191,8 +191,10 @@ def run_one(
     longer = False  # a finished run asked to train for more epochs: continue it
     if (run_dir / "config.json").exists():
         stored = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-        same = dataclasses.replace(  # (--eval-every only decides which epochs are scored)
-            stored,
+        same = dataclasses.replace(  # (--eval-every only decides which epochs are scored;
+            stored,  # a copied or moved folder records where it was trained)
+            out=config.out,
+            init_from=_moved(stored.init_from, Path(stored.out).parents[1], out),
             overwrite=config.overwrite,
             dataset=config.dataset,
             data_dir=config.data_dir,
@@ -252,6 +254,13 @@ def run_one(
         result["train_seconds"] += seconds
         result["epochs"] = f"{epochs} + {result['epochs']}"
     return result
+
+
+def _moved(path: str | None, before: Path, now: Path) -> str | None:
+    """``path`` inside the results folder ``before``, read inside ``now`` (the folder has moved)."""
+    if path is None or not Path(path).is_relative_to(before):
+        return path
+    return str(now / Path(path).relative_to(before))
 
 
 def _check_warm_start_source(run_dir: Path, source: Path) -> None:

@@ -280,6 +280,28 @@ def test_results_rows_selects_rows_and_the_runs_they_start_from(capsys):
         assert said in capsys.readouterr().err
 
 
+def test_results_tabulates_a_moved_results_folder(tmp_path):
+    """A results folder moved (or copied) elsewhere is read again, not refused as a run with other
+    settings: its configs record where they were trained, which is not a setting."""
+    import shutil
+
+    import torch
+
+    results = _results_module()
+    threads = torch.get_num_threads()
+    # a warm start too: the run it started from moves with it
+    argv = ["--smoke", "--only", "clustering", "--seeds", "1", "--rows", "uniform weights"]
+    argv += ["--threads", str(threads)]
+    try:
+        assert results.main([*argv, "--out", str(tmp_path / "a")]) == 0
+        shutil.move(tmp_path / "a", tmp_path / "b")
+        assert results.main([*argv, "--out", str(tmp_path / "b"), "--report-only"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    text = (tmp_path / "b" / "results.md").read_text()
+    assert "| gmm-full x gaussian, warm start, uniform weights | the model's own" in text
+
+
 def test_plain_conv_reference_smoke():
     """The plain-PyTorch conv VAE trains and scores itself (logistic: bits per dimension)."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "plain_conv.py"), *SCRIPTS["plain_conv.py"]]
