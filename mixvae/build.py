@@ -32,6 +32,7 @@ from mixvae.networks import (
     data_shape_of,
     given_decoder,
     given_encoder,
+    glorot_init_,
     resolve,
 )
 
@@ -328,6 +329,8 @@ def build(
     )
     decoder_part = _from_config(likelihood, "likelihood", config, shape, net)
     model = VAE(prior, decoder_part)
+    if config.weight_init == "glorot":  # (after every part is built: "torch" draws as mixvae 0.1 did)
+        glorot_init_(guide, model)
     if config.dtype != "float32":  # --dtype float64: every parameter and buffer
         model.to(torch_dtype(config.dtype))
         guide.to(torch_dtype(config.dtype))

@@ -134,6 +134,13 @@ class TrainConfig:
     hidden: tuple[int, ...] = _opt(
         (512, 512), "hidden layer sizes of the mlp network, comma-separated ('' for linear)"
     )
+    weight_init: str = _opt(
+        "torch",
+        "initial weights of the networks mixvae builds (their linear, convolutional and embedding layers; "
+        "not your own encoder= / decoder= modules): torch (PyTorch's defaults) | glorot (Glorot-uniform "
+        "weights and zero biases, TensorFlow's and Keras's default, as in Rui Shu's GMVAE)",
+        choices=("torch", "glorot"),
+    )
     epochs: int = _opt(100, "number of passes over the training data")
     batch_size: int = _opt(128, "minibatch size")
     lr: float = _opt(1e-3, "Adam learning rate")

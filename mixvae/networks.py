@@ -372,3 +372,41 @@ def given_decoder(
     if not isinstance(module, nn.Module):
         raise ConfigError(f"decoder= must be a torch.nn.Module, got {type(module).__name__}")
     return _pyro(GivenDecoder(copy.deepcopy(module), latent_dim, data_shape, channels))
+
+
+#: the layers that ``--weight-init glorot`` initialises
+GLOROT_LAYERS = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Embedding,
+)
+
+
+def glorot_init_(*modules: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases (TensorFlow's and Keras's default initialisation)
+    for every linear, convolutional and embedding layer of ``modules`` (``--weight-init glorot``).
+
+    The user's own encoder and decoder modules (inside :class:`GivenEncoder` /
+    :class:`GivenDecoder`) keep their weights; a layer shared by several modules is set once.
+    """
+    seen: set[int] = set()
+    for root in modules:
+        for module in root.modules():
+            if isinstance(module, (GivenEncoder, GivenDecoder)):
+                seen.update(id(m) for m in module.modules())
+    for root in modules:
+        for module in root.modules():
+            if id(module) in seen or not isinstance(module, GLOROT_LAYERS):
+                continue
+            seen.add(id(module))
+            with torch.no_grad():
+                nn.init.xavier_uniform_(module.weight)
+                bias = getattr(module, "bias", None)
+                if bias is not None:
+                    bias.zero_()
+

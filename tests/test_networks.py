@@ -211,3 +211,53 @@ def test_shapes_mixvae_cannot_build_are_refused_before_allocating():
             TrainConfig(network="conv", latent_dim=2, conv_channels=(4096, 4096), conv_features=1_000_000),
             (1, 64, 64),
         )
+
+
+def _glorot_bound(weight: torch.Tensor) -> float:
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
+    return (6.0 / (fan_in + fan_out)) ** 0.5
+
+
+@pytest.mark.parametrize("network", ["mlp", "conv"])
+def test_weight_init_glorot_sets_every_layer_mixvae_builds(network):
+    """--weight-init glorot: Glorot-uniform weights (spread over their whole bound) and zero biases
+    in every linear, conv and embedding layer of both sides; the default draws what it always drew."""
+    from mixvae.networks import GLOROT_LAYERS
+
+    settings = dict(
+        prior="gmm", guide="categorical", y_network="separate", network=network, latent_dim=3, hidden=(16,)
+    )
+    settings.update(conv_channels=(4, 8), conv_features=16, seed=0)
+    torch.manual_seed(0)
+    model, guide = build(TrainConfig(**settings), (1, 8, 8))
+    torch.manual_seed(0)
+    again, _ = build(TrainConfig(**settings, weight_init="torch"), (1, 8, 8))
+    torch.manual_seed(0)
+    glorot, glorot_guide = build(TrainConfig(**settings, weight_init="glorot"), (1, 8, 8))
+    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    layers = [m for part in (glorot_guide, glorot) for m in part.modules() if isinstance(m, GLOROT_LAYERS)]
+    kinds = {next(c.__name__ for c in GLOROT_LAYERS if isinstance(m, c)) for m in layers}
+    assert {"Linear", "Embedding"} <= kinds and (network == "mlp" or {"Conv2d", "ConvTranspose2d"} <= kinds)
+    assert len(layers) >= 6
+    for layer in layers:
+        bound = _glorot_bound(layer.weight)
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.8 * bound
+        assert getattr(layer, "bias", None) is None or not layer.bias.any()
+    # the torch default draws differently (its embedding is N(0, 1), its biases non-zero)
+    assert not torch.equal(guide.y_embed.weight, glorot_guide.y_embed.weight)
+    assert guide.y_head.bias.any()
+    # the prior's own parameters are not network layers: --init-spread sets its means
+    assert torch.equal(model.prior.scales, glorot.prior.scales)
+
+
+def test_weight_init_glorot_leaves_your_own_modules_as_given():
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU())
+    decoder = nn.Sequential(nn.Linear(2, 64))
+    config = TrainConfig(prior="standard", guide="gaussian", latent_dim=2, weight_init="glorot")
+    _, guide = build(config, 64, encoder=encoder, decoder=decoder)
+    assert torch.equal(guide.body.module[1].weight, encoder[1].weight)
+    assert torch.equal(guide.body.module[1].bias, encoder[1].bias) and encoder[1].bias.any()
+    assert _glorot_bound(guide.head.weight) >= guide.head.weight.abs().max() and not guide.head.bias.any()
+    with pytest.raises(ConfigError, match="--weight-init"):
+        TrainConfig(weight_init="he").validate()
