@@ -409,4 +409,3 @@ def glorot_init_(*modules: nn.Module) -> None:
                 bias = getattr(module, "bias", None)
                 if bias is not None:
                     bias.zero_()
-

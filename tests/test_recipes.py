@@ -230,3 +230,9 @@ def test_a_recipe_is_printed_as_the_flags_that_differ_from_the_defaults():
         zprior_threshold=0.5,
     )
     assert again.to_dict() == {**config, "seed": 0, "out": None}
+    # Rui Shu's GMVAE with his layout: q(y | x) on its own network, Glorot's init, means near 0
+    config = TrainConfig(**dict(recipes.SCRATCH_ROWS)["GMVAE (Rui Shu), K = 16"]).to_dict()
+    assert recipes.recipe_flags(json.loads(json.dumps(config))) == (
+        "--prior gmm --guide categorical --batch-size 100 --components 16 --init-spread 0.16 "
+        "--latent-dim 64 --mixture-weights uniform --weight-init glorot --y-network separate"
+    )
