@@ -12,6 +12,7 @@ MODULES = [
     "mixvae",
     "mixvae.build",
     "mixvae.config",
+    "mixvae.devices",
     "mixvae.data",
     "mixvae.models",
     "mixvae.guides",

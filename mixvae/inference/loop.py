@@ -17,8 +17,9 @@ import torch
 from tqdm.auto import tqdm
 
 from mixvae.build import build
-from mixvae.config import TrainConfig, resolve_device
+from mixvae.config import TrainConfig
 from mixvae.data import Dataset, evaluation_data, minibatches
+from mixvae.devices import resolve_device
 from mixvae.errors import DataError, RunFolderError
 from mixvae.evaluation.posthoc import ensure_posthoc_gmm
 from mixvae.evaluation.summary import summarize

@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from mixvae.config import resolve_device, torch_dtype
+from mixvae.config import torch_dtype
 from mixvae.data import Dataset, as_dataset
+from mixvae.devices import resolve_device
 from mixvae.errors import CheckpointError, ConfigError, DataError
 from mixvae.inference.loop import continue_from
 from mixvae.inference.restarts import RESTARTS, resume_restarts

@@ -25,8 +25,9 @@ import torch
 
 from mixvae import __version__
 from mixvae.build import build
-from mixvae.config import FORMAT_VERSION, READABLE_FORMATS, TrainConfig, resolve_device, torch_dtype
+from mixvae.config import FORMAT_VERSION, READABLE_FORMATS, TrainConfig, torch_dtype
 from mixvae.data import DATASETS, Dataset, is_data_path, load_dataset
+from mixvae.devices import resolve_device
 from mixvae.errors import CheckpointError, ConfigError, DataError, RunFolderError
 from mixvae.guides import Guide
 from mixvae.models import VAE
