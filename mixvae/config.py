@@ -118,6 +118,13 @@ class TrainConfig:
     epochs: int = _opt(100, "number of passes over the training data")
     batch_size: int = _opt(128, "minibatch size")
     lr: float = _opt(1e-3, "Adam learning rate")
+    lr_decay: float = _opt(
+        1.0,
+        "step decay of the learning rate: multiply --lr by this factor every --lr-decay-epochs epochs, "
+        "never below --lr-min (1: constant; VaDE's recipe: --lr 0.002 --lr-decay 0.9 --lr-min 0.0002)",
+    )
+    lr_decay_epochs: int = _opt(10, "epochs between two steps of --lr-decay")
+    lr_min: float = _opt(0.0, "floor of the decayed learning rate (--lr-decay)")
     warmup_epochs: float = _opt(
         0.0, "KL warm-up: scale every latent site by beta rising linearly to 1 over this many epochs"
     )
@@ -293,6 +300,12 @@ class TrainConfig:
                     )
         if not self.lr > 0:
             raise ConfigError(f"--lr must be positive, got {self.lr!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"--lr-decay is a factor in (0, 1] (1: constant), got {self.lr_decay!r}")
+        if self.lr_decay_epochs < 1:
+            raise ConfigError(f"--lr-decay-epochs must be a positive integer, got {self.lr_decay_epochs!r}")
+        if not 0 <= self.lr_min <= self.lr:
+            raise ConfigError(f"--lr-min must lie in [0, --lr] = [0, {self.lr:g}], got {self.lr_min!r}")
         if self.labels_per_class is not None and self.labels_per_class < 1:
             raise ConfigError(f"--labels-per-class must be a positive integer, got {self.labels_per_class!r}")
         if self.class_weight < 0:

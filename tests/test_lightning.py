@@ -268,10 +268,14 @@ def test_lightning_trains_on_a_streamed_torch_dataset(small_digits, tmp_path):
 def test_lightning_scores_the_epochs_of_eval_every(small_digits, tmp_path):
     import csv
 
-    config = _config(tmp_path, epochs=4, eval_every=3, batch_size=100, logger="csv")
+    config = _config(
+        tmp_path, epochs=4, eval_every=3, batch_size=100, logger="csv", lr_decay=0.5, lr_decay_epochs=2
+    )
     train_lightning(config, devices=1, strategy="auto", dataset=small_digits, progress=False)
     (log,) = (tmp_path / "logs").glob("version_*/metrics.csv")
     rows = [r for r in csv.DictReader(log.read_text().splitlines()) if r.get("beta")]  # epochs' ends
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    # --lr-decay steps the learning rate as in the plain loop
+    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4])
     assert [int(r["step"]) for r in rows if r["heldout_elbo"]] == [1, 3, 4]
     assert [int(r["step"]) for r in rows if r["clustering/acc_hungarian"]] == [1, 3, 4]

@@ -9,6 +9,7 @@ import torch
 
 from mixvae import TrainConfig, resume, train
 from mixvae.errors import ConfigError, TrainingDiverged
+from mixvae.inference.step import learning_rate
 
 
 def _metrics(path):
@@ -54,6 +55,42 @@ def test_kl_warmup_schedule(small_digits, tmp_path):
     # is below what the same run reports without warm-up
     train(_config(tmp_path / "nowarm"), dataset=small_digits, progress=False, figures=False)
     assert _metrics(tmp_path)[0]["train_loss"] < _metrics(tmp_path / "nowarm")[0]["train_loss"]
+
+
+def test_learning_rate_step_decay(small_digits, tmp_path):
+    """--lr-decay: the step size of each epoch, in the metrics and after a resume."""
+    vade = TrainConfig(lr=0.002, lr_decay=0.9, lr_decay_epochs=10, lr_min=0.0002)
+    rates = [learning_rate(e, vade) for e in (0, 9, 10, 25, 100, 300)]
+    assert rates == pytest.approx([0.002, 0.002, 0.0018, 0.002 * 0.81, 0.002 * 0.9**10, 0.0002])
+    assert learning_rate(57, TrainConfig(lr=0.003)) == 0.003  # constant by default
+    opts = dict(dataset=small_digits, progress=False, figures=False)
+    kw = dict(lr=0.01, lr_decay=0.5, lr_decay_epochs=2, lr_min=0.003)
+    straight = train(_config(tmp_path / "straight", epochs=5, **kw), **opts)
+    assert [m["lr"] for m in _metrics(tmp_path / "straight")] == pytest.approx(
+        [0.01, 0.01, 0.005, 0.005, 0.003]
+    )
+    train(_config(tmp_path / "split", epochs=3, **kw), **opts)
+    resumed = resume(tmp_path / "split", epochs=5, **opts)
+    assert resumed.summary["heldout_elbo"] == straight.summary["heldout_elbo"]
+    assert [m["lr"] for m in _metrics(tmp_path / "split")] == [
+        m["lr"] for m in _metrics(tmp_path / "straight")
+    ]
+    constant = train(_config(tmp_path / "constant", epochs=5, lr=0.01), **opts)
+    assert constant.summary["heldout_elbo"] != straight.summary["heldout_elbo"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        (dict(lr_decay=1.5), r"--lr-decay is a factor in \(0, 1\]"),
+        (dict(lr_decay=0.0), r"--lr-decay is a factor in \(0, 1\]"),
+        (dict(lr_decay_epochs=0), "--lr-decay-epochs must be a positive integer"),
+        (dict(lr=1e-3, lr_min=1e-2), r"--lr-min must lie in \[0, --lr\]"),
+    ],
+)
+def test_bad_learning_rate_schedules_are_refused_in_one_line(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**kw).validate()
 
 
 def test_divergence_stops_with_a_message_and_keeps_the_checkpoint(small_digits, tmp_path):

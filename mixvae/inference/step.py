@@ -1,4 +1,5 @@
-"""One optimisation step's loss and the KL warm-up schedule, shared by the plain loop and Lightning."""
+"""One optimisation step's loss and the schedules (KL warm-up, y temperature, learning rate),
+shared by the plain loop and Lightning."""
 
 from __future__ import annotations
 
@@ -48,6 +49,14 @@ def y_temperature(step: int, steps_per_epoch: int, start: float, epochs: float) 
     ``start`` falling linearly to 1 over ``epochs`` epochs (``--y-temperature``), the
     schedule of :func:`warmup_beta` run from ``start`` to 1."""
     return start + (1.0 - start) * warmup_beta(step, steps_per_epoch, epochs)
+
+
+def learning_rate(epoch: int, config: TrainConfig) -> float:
+    """Adam's step size in epoch ``epoch`` (counted from 0): ``--lr`` times ``--lr-decay`` for
+    every ``--lr-decay-epochs`` epochs finished, never below ``--lr-min`` (VaDE's schedule with
+    ``--lr 0.002 --lr-decay 0.9 --lr-min 0.0002``: ``max(0.002 * 0.9 ** (epoch // 10), 0.0002)``).
+    A function of the epoch alone, so a resumed run takes the same steps."""
+    return max(config.lr * config.lr_decay ** (epoch // config.lr_decay_epochs), config.lr_min)
 
 
 def step_schedule(step: int, steps_per_epoch: int, config: TrainConfig) -> tuple[float, float]:
