@@ -119,6 +119,18 @@ CLUSTERING = [
     Setup(
         "gmm-full x gaussian, warm start, uniform weights, best of 10 fits", {**WARM_UNIFORM, "init_fits": 10}
     ),
+    # the same fine-tuned with VaDE's learning-rate schedule (0.002, x 0.9 every 10 epochs, floor 0.0002)
+    Setup(
+        "gmm-full x gaussian, warm start, uniform weights, 10 fits, VaDE's learning rate",
+        {
+            **WARM_UNIFORM,
+            "init_fits": 10,
+            "lr": 0.002,
+            "lr_decay": 0.9,
+            "lr_decay_epochs": 10,
+            "lr_min": 0.0002,
+        },
+    ),
 ]
 LIKELIHOOD = (
     [
