@@ -8,7 +8,8 @@ Trains and evaluates, for every seed:
   on the encoder means of a ``standard x gaussian`` VAE, and ``gmm-full x
   gaussian`` warm-started from that VAE (VaDE's pretraining recipe,
   ``--init-from``, fine-tuned for ``--warm-epochs``), with learned and with
-  uniform mixing weights (``--mixture-weights uniform``);
+  uniform mixing weights (``--mixture-weights uniform``), the latter also with the
+  prior fitted 10 times (``--init-fits 10``) and with VaDE's learning-rate schedule;
 * likelihood (latent 40, dynamically binarised, as in the VampPrior paper):
   the ``standard``, ``gmm`` and ``vampprior`` priors, each with the
   ``gaussian`` and the ``mixture`` guide, the same epochs for all; the
