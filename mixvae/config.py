@@ -124,7 +124,7 @@ class TrainConfig:
         "never below --lr-min (1: constant; VaDE's recipe: --lr 0.002 --lr-decay 0.9 --lr-min 0.0002)",
     )
     lr_decay_epochs: int = _opt(10, "epochs between two steps of --lr-decay")
-    lr_min: float = _opt(0.0, "floor of the decayed learning rate (--lr-decay)")
+    lr_min: float = _opt(0.0, "floor of the decayed learning rate (--lr-decay; never above --lr)")
     warmup_epochs: float = _opt(
         0.0, "KL warm-up: scale every latent site by beta rising linearly to 1 over this many epochs"
     )
@@ -304,8 +304,8 @@ class TrainConfig:
             raise ConfigError(f"--lr-decay is a factor in (0, 1] (1: constant), got {self.lr_decay!r}")
         if self.lr_decay_epochs < 1:
             raise ConfigError(f"--lr-decay-epochs must be a positive integer, got {self.lr_decay_epochs!r}")
-        if not 0 <= self.lr_min <= self.lr:
-            raise ConfigError(f"--lr-min must lie in [0, --lr] = [0, {self.lr:g}], got {self.lr_min!r}")
+        if not self.lr_min >= 0:
+            raise ConfigError(f"--lr-min must be >= 0, got {self.lr_min!r}")
         if self.labels_per_class is not None and self.labels_per_class < 1:
             raise ConfigError(f"--labels-per-class must be a positive integer, got {self.labels_per_class!r}")
         if self.class_weight < 0:

@@ -63,6 +63,8 @@ def test_learning_rate_step_decay(small_digits, tmp_path):
     rates = [learning_rate(e, vade) for e in (0, 9, 10, 25, 100, 300)]
     assert rates == pytest.approx([0.002, 0.002, 0.0018, 0.002 * 0.81, 0.002 * 0.9**10, 0.0002])
     assert learning_rate(57, TrainConfig(lr=0.003)) == 0.003  # constant by default
+    # the floor never raises the rate: a run resumed with --lr below --lr-min takes that --lr
+    assert learning_rate(0, TrainConfig(lr=1e-4, lr_decay=0.9, lr_min=2e-4)) == 1e-4
     opts = dict(dataset=small_digits, progress=False, figures=False)
     kw = dict(lr=0.01, lr_decay=0.5, lr_decay_epochs=2, lr_min=0.003)
     straight = train(_config(tmp_path / "straight", epochs=5, **kw), **opts)
@@ -85,7 +87,7 @@ def test_learning_rate_step_decay(small_digits, tmp_path):
         (dict(lr_decay=1.5), r"--lr-decay is a factor in \(0, 1\]"),
         (dict(lr_decay=0.0), r"--lr-decay is a factor in \(0, 1\]"),
         (dict(lr_decay_epochs=0), "--lr-decay-epochs must be a positive integer"),
-        (dict(lr=1e-3, lr_min=1e-2), r"--lr-min must lie in \[0, --lr\]"),
+        (dict(lr_min=-1e-4), "--lr-min must be >= 0"),
     ],
 )
 def test_bad_learning_rate_schedules_are_refused_in_one_line(kw, message):

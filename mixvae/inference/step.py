@@ -53,10 +53,12 @@ def y_temperature(step: int, steps_per_epoch: int, start: float, epochs: float) 
 
 def learning_rate(epoch: int, config: TrainConfig) -> float:
     """Adam's step size in epoch ``epoch`` (counted from 0): ``--lr`` times ``--lr-decay`` for
-    every ``--lr-decay-epochs`` epochs finished, never below ``--lr-min`` (VaDE's schedule with
-    ``--lr 0.002 --lr-decay 0.9 --lr-min 0.0002``: ``max(0.002 * 0.9 ** (epoch // 10), 0.0002)``).
-    A function of the epoch alone, so a resumed run takes the same steps."""
-    return max(config.lr * config.lr_decay ** (epoch // config.lr_decay_epochs), config.lr_min)
+    every ``--lr-decay-epochs`` epochs finished, never below ``--lr-min`` and never above ``--lr``
+    (VaDE's schedule with ``--lr 0.002 --lr-decay 0.9 --lr-min 0.0002``:
+    ``max(0.002 * 0.9 ** (epoch // 10), 0.0002)``; a run resumed with a lower ``--lr`` takes that
+    rate). A function of the epoch alone, so a resumed run takes the same steps."""
+    floor = min(config.lr_min, config.lr)
+    return max(config.lr * config.lr_decay ** (epoch // config.lr_decay_epochs), floor)
 
 
 def step_schedule(step: int, steps_per_epoch: int, config: TrainConfig) -> tuple[float, float]:
