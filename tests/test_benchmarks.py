@@ -151,11 +151,14 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
             assert (config["objective"], config["particles"]) == ("iwae", k)
     # every seed is a run folder that mixvae commands can open again
     evaluations = sorted(out.glob("*/*/seed*/evaluation.json"))
-    assert len(evaluations) == 2 * (10 + 14 + 4)
+    assert len(evaluations) == 2 * (11 + 14 + 4)
     # the warm-started runs record the run they started from
     origins = list(out.glob("clustering/gmm-full-*/seed*/init_from.json"))
-    assert len(origins) == 3 * 2
+    assert len(origins) == 4 * 2
     fits = out / "clustering" / "gmm-full-x-gaussian-warm-start-uniform-weights-best-of-10-fits"
+    vade = out / "clustering" / "gmm-full-x-gaussian-warm-start-uniform-weights-10-fits-vade-s-learning-rate"
+    lrs = [json.loads(line)["lr"] for line in (vade / "seed0" / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == [0.002, 0.002]  # VaDE's schedule: 0.002 for the first 10 epochs
     for seed in (0, 1):
         recorded = json.loads((fits / f"seed{seed}" / "init_from.json").read_text())["fits"]
         assert [f["gmm_seed"] for f in recorded] == list(range(seed, seed + 10))
