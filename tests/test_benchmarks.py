@@ -262,6 +262,7 @@ def test_results_rows_selects_rows_and_the_runs_they_start_from(capsys):
         ("clustering", "gmm-full x gaussian, warm start"),
         ("clustering", "gmm-full x gaussian, warm start, uniform weights"),
         ("clustering", "gmm-full x gaussian, warm start, uniform weights, best of 10 fits"),
+        ("clustering", "gmm-full x gaussian, warm start, uniform weights, 10 fits, VaDE's learning rate"),
     ]
     chosen = [(t, s.name) for t, s, _ in results.select_rows(plan, ["data init", "gmm x gaussian"])]
     assert chosen == [
