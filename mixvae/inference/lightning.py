@@ -28,7 +28,7 @@ from mixvae.evaluation.summary import summarize
 from mixvae.inference.objectives import evaluate_elbo
 from mixvae.inference.optim import adam
 from mixvae.inference.setup import start_run
-from mixvae.inference.step import RunObjective, learning_rate, step_schedule, warmup_beta
+from mixvae.inference.step import RunObjective, set_learning_rate, step_schedule, warmup_beta
 from mixvae.inference.tracking import epoch_clustering, make_logger, scores_heldout
 from mixvae.runs.checkpoint import Position, checkpoint_payload, save_checkpoint
 from mixvae.runs.files import write_json, write_text
@@ -105,8 +105,7 @@ class SVIModule(_Base):
         return loss
 
     def on_train_epoch_start(self) -> None:
-        for group in self.trainer.optimizers[0].param_groups:  # --lr-decay, as the plain loop
-            group["lr"] = learning_rate(self.current_epoch, self.config)
+        set_learning_rate(self.trainer.optimizers[0], self.current_epoch, self.config)  # --lr-decay
 
     def on_train_epoch_end(self) -> None:
         """The epoch's numbers beside the train loss, from rank 0 (every rank holds the same

@@ -29,7 +29,7 @@ from mixvae.inference.objectives import evaluate_elbo
 from mixvae.inference.optim import adam
 from mixvae.inference.setup import start_run
 from mixvae.inference.signals import StopRequest
-from mixvae.inference.step import RunObjective, learning_rate, step_schedule, warmup_beta
+from mixvae.inference.step import RunObjective, set_learning_rate, step_schedule, warmup_beta
 from mixvae.inference.tracking import Tracker, epoch_clustering, scores_heldout
 from mixvae.runs.checkpoint import Position, checkpoint_payload, restore_rng, save_checkpoint
 from mixvae.runs.checkpoint import describe_kept as _kept
@@ -242,8 +242,7 @@ class _Fit:
         """Finish the current epoch; False when a signal stopped the loop (checkpoint written)."""
         pos, n, bs = self.pos, self.objective.num_data, self.config.batch_size
         t0 = time.perf_counter()
-        for group in self.optimizer.param_groups:  # --lr-decay
-            group["lr"] = learning_rate(pos.epoch, self.config)
+        set_learning_rate(self.optimizer, pos.epoch, self.config)  # --lr-decay (--lr on resume)
         if pos.batch == 0:
             pos.perm, pos.total = torch.randperm(n, generator=self.gen, device=self.device), 0.0
         # (a run resumed after the last step of an epoch takes no step before the checks below)

@@ -61,6 +61,13 @@ def learning_rate(epoch: int, config: TrainConfig) -> float:
     return max(config.lr * config.lr_decay ** (epoch // config.lr_decay_epochs), floor)
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, epoch: int, config: TrainConfig) -> None:
+    """Give every parameter group of ``optimizer`` the :func:`learning_rate` of ``epoch``; called at
+    the start of each epoch by the plain loop and by the Lightning module."""
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(epoch, config)
+
+
 def step_schedule(step: int, steps_per_epoch: int, config: TrainConfig) -> tuple[float, float]:
     """``(beta, T)`` of optimisation step ``step``: KL warm-up and the y temperature."""
     return (
