@@ -21,7 +21,8 @@ Trains and evaluates, for every seed:
 * from scratch (``--only scratch``, ``--scratch-epochs``): the seed systems with their
   papers' recipes (``benchmarks/recipes.py``: Rui Shu's GMVAE with K = 10 and 16,
   Dilokthanakul et al.'s model with K = 10 and 16), no pretraining, with their learning
-  curves (held-out accuracy and ELBO against epochs, ``scratch-curves.png``);
+  curves (held-out accuracy and ELBO against epochs, ``scratch-curves.png``; with
+  ``--curves`` those of the clustering rows too, ``clustering-curves.png``);
 
 and writes a Markdown report (mean +- sd over seeds and the best seed) with
 the clustering table (accuracy with Hungarian matching and with the majority
@@ -359,9 +360,10 @@ def scratch_table(found: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 
 def read_curves(path: Path) -> dict[str, dict[int, list[dict[str, Any]]]]:
-    """The learning curves of a ``scratch-curves.csv`` written earlier (``--curves-from``), as
-    ``metrics.jsonl`` records: row -> seed -> the scored epochs (their ``train_seconds`` the
-    training time since the previous one, so that they add up as those of a run)."""
+    """The learning curves of a ``scratch-curves.csv`` or ``clustering-curves.csv`` written
+    earlier (``--curves-from``), as ``metrics.jsonl`` records: row -> seed -> the scored epochs
+    (their ``train_seconds`` the training time since the previous one, so that they add up as
+    those of a run)."""
     try:
         with path.open(newline="") as f:
             lines = list(csv.DictReader(f))
@@ -381,16 +383,16 @@ def read_curves(path: Path) -> dict[str, dict[int, list[dict[str, Any]]]]:
             )
     except (OSError, KeyError, ValueError, TypeError) as e:
         raise SystemExit(
-            f"--curves-from {path}: not a scratch-curves.csv of results.py ({type(e).__name__}: {e}); "
-            "give the .csv written beside a scratch-curves.png"
+            f"--curves-from {path}: not a curves CSV of results.py ({type(e).__name__}: {e}); "
+            "give the .csv written beside a scratch-curves.png or clustering-curves.png"
         ) from None
     return curves
 
 
-def write_scratch_curves(
+def write_curves(
     found: dict[str, list[dict[str, Any]]], path: Path, earlier: list[Path] | tuple[Path, ...] = ()
 ) -> None:
-    """Held-out accuracy and ELBO against epochs of every seed of every from-scratch row: the
+    """Held-out accuracy and ELBO against epochs of every seed of every row in ``found``: the
     figure at ``path`` and its numbers beside it (``path`` with ``.csv``: row, seed, epoch,
     accuracy (Hungarian, majority), NMI, held-out ELBO, training seconds so far), with the
     curves of the ``earlier`` CSVs (``--curves-from``) of the rows and seeds not trained here."""
@@ -559,7 +561,8 @@ def report(
             "pretraining + fine-tuning and their minutes include both. The best-of-starts rows "
             "train 4 starts for 10 epochs each and go on with the one whose training ELBO is highest "
             "(`--restarts 4 --restart-epochs 10`; no labels): their epochs read the 3 other starts' + "
-            "the run's, and their minutes include all four.",
+            "the run's, and their minutes include all four."
+            + (" Held-out accuracy and ELBO against epochs: `clustering-curves.png`." if args.curves else ""),
             "",
             *clustering_table(clustering),
             "",
@@ -695,6 +698,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="CSV",
         help="add the learning curves of a scratch-curves.csv written earlier (rows and seeds not "
         "trained in this invocation) to the figure and its CSV",
+    )
+    parser.add_argument(
+        "--curves",
+        action="store_true",
+        help="also draw the learning curves of the clustering rows tabulated here "
+        "(clustering-curves.png and its .csv, which --curves-from adds to scratch-curves.png)",
     )
     parser.add_argument(
         "--eval-every",
@@ -910,7 +919,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         plain = [r for r in plain if r is not None]
     if tables["scratch"] or args.curves_from:
-        write_scratch_curves(tables["scratch"], out / "scratch-curves.png", args.curves_from)
+        write_curves(tables["scratch"], out / "scratch-curves.png", args.curves_from)
+    if args.curves and tables["clustering"]:
+        write_curves(tables["clustering"], out / "clustering-curves.png")
     text = report(
         args,
         data,

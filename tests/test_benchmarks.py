@@ -197,7 +197,31 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     lines = (out / "scratch-curves.csv").read_text().splitlines()
     assert len(lines) == 1 + 4 * 2 * 2 + 2 and lines[-2:] == earlier.read_text().splitlines()[1:]
     refused = subprocess.run([*merge, str(out / "results.md")], capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 1 and "not a scratch-curves.csv of results.py" in refused.stderr
+    assert refused.returncode == 1 and "not a curves CSV of results.py" in refused.stderr
+    # --curves: the clustering rows' curves too, which --curves-from adds to the scratch figure
+    starts = "dilokthanakul, K = 16, best of 4 starts"
+    only = [*cmd, "--report-only", "--only", "clustering", "--rows", starts, "--curves"]
+    drawn = subprocess.run(only, capture_output=True, text=True, timeout=300)
+    assert drawn.returncode == 0, drawn.stderr[-3000:]
+    assert (out / "clustering-curves.png").stat().st_size > 10_000
+    with (out / "clustering-curves.csv").open(newline="") as f:
+        curves = list(csv.DictReader(f))
+    # every seed's scored epochs, as its metrics.jsonl records them
+    assert {c["row"] for c in curves} == {starts} and {c["seed"] for c in curves} == {"0", "1"}
+    for seed in ("0", "1"):
+        run = out / "clustering" / "dilokthanakul-k-16-best-of-4-starts" / f"seed{seed}"
+        scored = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [int(c["epoch"]) for c in curves if c["seed"] == seed] == [
+            m["epoch"] for m in scored if "clustering" in m
+        ]
+    assert "clustering-curves.png" in (out / "results.md").read_text()
+    joined = subprocess.run(
+        [*merge, str(out / "clustering-curves.csv")], capture_output=True, text=True, timeout=300
+    )
+    assert joined.returncode == 0, joined.stderr[-3000:]
+    with (out / "scratch-curves.csv").open(newline="") as f:
+        joined_rows = [c["row"] for c in csv.DictReader(f)]
+    assert joined_rows.count(starts) == len(curves) and set(joined_rows) == {*scratch, starts}
 
 
 def test_recipe_cost_smoke(tmp_path):
