@@ -696,8 +696,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=[],
         metavar="CSV",
-        help="add the learning curves of a scratch-curves.csv written earlier (rows and seeds not "
-        "trained in this invocation) to the figure and its CSV",
+        help="add the learning curves of a scratch-curves.csv or clustering-curves.csv written "
+        "earlier (rows and seeds not trained in this invocation) to scratch-curves.png and its CSV",
     )
     parser.add_argument(
         "--curves",
