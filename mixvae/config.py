@@ -167,6 +167,11 @@ class TrainConfig:
         "deprecated in torch 2) instead of the direct ELBO (see `mixvae list --elbos`)",
     )
     clip_grad: float | None = _opt(None, "clip the gradient norm to this value (default: no clipping)")
+    weight_decay: float = _opt(
+        0.0,
+        "decoupled weight decay (AdamW): every step shrinks the networks' weight matrices and kernels "
+        "(not biases, not the prior's own parameters) by the factor 1 - lr * this value (0: plain Adam)",
+    )
     seed: int = _opt(0, "random seed")
     checkpoint_every: int = _opt(10, "write checkpoint.pt every N epochs (and after the first and the last)")
     checkpoint_minutes: float = _opt(
@@ -312,6 +317,8 @@ class TrainConfig:
             raise ConfigError(f"--class-weight must be >= 0, got {self.class_weight!r}")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ConfigError(f"--clip-grad must be positive, got {self.clip_grad!r}")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"--weight-decay must be >= 0 (0: none), got {self.weight_decay!r}")
         if not self.checkpoint_minutes > 0:
             raise ConfigError(f"--checkpoint-minutes must be positive, got {self.checkpoint_minutes!r}")
         if self.mutual_info < 0:

@@ -188,6 +188,44 @@ def test_adam_is_fused_where_it_can_be_and_makes_the_same_update():
     assert not adam([meta], 1e-2).param_groups[0]["fused"]
 
 
+def test_weight_decay_shrinks_the_weight_matrices_only():
+    """--weight-decay is AdamW's decoupled decay: with a zero gradient one step multiplies each
+    weight matrix by 1 - lr * wd exactly and leaves biases and a prior's own parameters alone."""
+    from mixvae.inference import adam
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    means = torch.nn.Parameter(torch.randn(10, 3))  # a mixture's means: (K, D), not a layer
+    named = [*net.named_parameters(prefix="decoder"), ("model.prior.means", means), *net.named_parameters()]
+    before = {n: p.detach().clone() for n, p in [*net.named_parameters(), ("means", means)]}
+    opt = adam(named, lr=0.1, weight_decay=0.5)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert sum(len(g["params"]) for g in opt.param_groups) == 5  # the net listed twice counts once
+    for p in [*net.parameters(), means]:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for name, p in [*net.named_parameters(), ("means", means)]:
+        factor = 1 - 0.1 * 0.5 if name.endswith("weight") else 1.0
+        assert torch.allclose(p.detach(), before[name] * factor, rtol=0, atol=1e-7), name
+    # without decay: plain Adam, the optimiser of every earlier run
+    assert type(adam(net.named_parameters(), lr=0.1)) is torch.optim.Adam
+    with pytest.raises(ValueError, match="named_parameters"):
+        adam(net.parameters(), lr=0.1, weight_decay=0.5)
+
+
+def test_weight_decay_trains_resumes_and_is_refused_when_negative(small_digits, tmp_path):
+    opts = dict(dataset=small_digits, progress=False, figures=False)
+    straight = train(_config(tmp_path / "straight", weight_decay=0.1), **opts)
+    train(_config(tmp_path / "split", epochs=2, weight_decay=0.1), **opts)
+    resumed = resume(tmp_path / "split", epochs=3, **opts)
+    assert resumed.config.weight_decay == 0.1
+    assert resumed.summary["heldout_elbo"] == straight.summary["heldout_elbo"]
+    plain = train(_config(tmp_path / "plain"), **opts)
+    assert plain.summary["heldout_elbo"] != straight.summary["heldout_elbo"]
+    with pytest.raises(ConfigError, match="--weight-decay must be >= 0"):
+        TrainConfig(weight_decay=-0.01).validate()
+
+
 @pytest.mark.parametrize(
     "field,flag,message",
     [

@@ -129,7 +129,7 @@ class SVIModule(_Base):
         self.trainer.logger.log_metrics(numbers, step=self.current_epoch + 1)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return adam(self.parameters(), lr=self.config.lr)
+        return adam(self.named_parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
 
 def train_lightning(
@@ -215,7 +215,11 @@ def _fit_lightning(run: Run, data: Dataset, origin: dict[str, Any] | None, train
         write_text(run_dir / "config.json", config.to_json() + "\n")
         if origin is not None:
             write_json(run_dir / "init_from.json", origin)
-        optimizer = trainer.optimizers[0] if trainer.optimizers else adam(module.parameters(), config.lr)
+        optimizer = (
+            trainer.optimizers[0]
+            if trainer.optimizers
+            else adam(module.named_parameters(), config.lr, config.weight_decay)
+        )
         pos = Position(epoch=run.epoch, step=int(trainer.global_step))
         gen = torch.Generator().manual_seed(config.seed)
         save_checkpoint(

@@ -73,7 +73,8 @@ def fresh_fit(
 
 
 def optimizer_of(run: Run) -> torch.optim.Optimizer:
-    return adam([*run.model.parameters(), *run.guide.parameters()], lr=run.config.lr)
+    named = [*run.model.named_parameters(prefix="model"), *run.guide.named_parameters(prefix="guide")]
+    return adam(named, lr=run.config.lr, weight_decay=run.config.weight_decay)
 
 
 def fit(
