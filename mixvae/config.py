@@ -168,9 +168,7 @@ class TrainConfig:
     )
     clip_grad: float | None = _opt(None, "clip the gradient norm to this value (default: no clipping)")
     weight_decay: float = _opt(
-        0.0,
-        "decoupled weight decay (AdamW): every step shrinks the networks' weight matrices and kernels "
-        "(not biases, not a prior's own means and scales) by the factor 1 - lr * this value (0: plain Adam)",
+        0.0, "decoupled weight decay (AdamW) of the networks' weight matrices and kernels (0: plain Adam)"
     )
     seed: int = _opt(0, "random seed")
     checkpoint_every: int = _opt(10, "write checkpoint.pt every N epochs (and after the first and the last)")

@@ -36,8 +36,7 @@ def adam(
     ``module.named_parameters()`` gives them.
     """
     items = list(params)
-    named = [p if isinstance(p, tuple) else ("", p) for p in items]
-    tensors = [p for _, p in named]
+    tensors = [p[1] if isinstance(p, tuple) else p for p in items]
     fused = (
         True if all(p.device.type in ("cpu", "cuda") and p.dtype in _FUSED_DTYPES for p in tensors) else None
     )
@@ -47,7 +46,7 @@ def adam(
         raise ValueError("adam(weight_decay > 0) needs (name, parameter) pairs, as named_parameters() gives")
     seen: set[int] = set()
     decay, rest = [], []
-    for name, p in named:
+    for name, p in items:
         if id(p) not in seen:  # a module shared by the model and the guide is listed twice
             seen.add(id(p))
             (decay if decays(name, p) else rest).append(p)
