@@ -9,7 +9,8 @@ Trains and evaluates, for every seed:
   gaussian`` warm-started from that VAE (VaDE's pretraining recipe,
   ``--init-from``, fine-tuned for ``--warm-epochs``), with learned and with
   uniform mixing weights (``--mixture-weights uniform``), the latter also with the
-  prior fitted 10 times (``--init-fits 10``) and with VaDE's learning-rate schedule;
+  prior fitted 10 times (``--init-fits 10``), with VaDE's learning-rate schedule and
+  warm-started from the best of 4 standard VAEs by their training ELBO (``--restarts 4``);
 * likelihood (latent 40, dynamically binarised, as in the VampPrior paper):
   the ``standard``, ``gmm`` and ``vampprior`` priors, each with the
   ``gaussian`` and the ``mixture`` guide, the same epochs for all; the
@@ -99,6 +100,7 @@ WARM_UNIFORM = {
     "mixture_weights": "uniform",
     "init_from": "{out}/standard-x-gaussian/seed{seed}",
 }
+VAE = {"prior": "standard", "guide": "gaussian"}
 DILO_STARTS = {"prior": "dilokthanakul", "guide": "dilokthanakul", "restarts": 4, "restart_epochs": 10}
 CLUSTERING = [
     Setup("gmm x categorical (GMVAE, Rui Shu)", {"prior": "gmm", "guide": "categorical"}),
@@ -108,7 +110,7 @@ CLUSTERING = [
     # the same, best of 4 starts of 10 epochs by the training ELBO (--restarts 4 --restart-epochs 10)
     Setup("dilokthanakul, K = 10, best of 4 starts", {**DILO_STARTS}),
     Setup("dilokthanakul, K = 16, best of 4 starts", {**DILO_STARTS, "components": 16}),
-    Setup("standard x gaussian", {"prior": "standard", "guide": "gaussian"}),
+    Setup("standard x gaussian", VAE),
     # VaDE's recipe: start from the standard VAE above (same seed), with a
     # full-covariance mixture prior fitted to its codes (`--init-from`).
     Setup(
@@ -131,6 +133,17 @@ CLUSTERING = [
             "lr_decay": 0.9,
             "lr_decay_epochs": 10,
             "lr_min": 0.0002,
+        },
+    ),
+    # the best-of-10-fits row warm-started from the best of 4 standard VAEs: 4 starts trained for
+    # all of --epochs (at most 20), the one with the best training ELBO kept (--restarts 4; no labels)
+    Setup("standard x gaussian, best of 4 starts", {**VAE, "restarts": 4, "restart_epochs": 20}),
+    Setup(
+        "gmm-full x gaussian, warm start from the best of 4 starts, uniform, 10 fits",
+        {
+            **WARM_UNIFORM,
+            "init_fits": 10,
+            "init_from": "{out}/standard-x-gaussian-best-of-4-starts/seed{seed}",
         },
     ),
 ]
@@ -257,16 +270,7 @@ def run_one(
     result["run_dir"] = str(run_dir)
     # the optimisation steps of every epoch, whether trained in one go or resumed,
     # plus those of the run a warm start began from
-    result["train_seconds"], result["epochs"] = _training_time(run_dir)
-    if (run_dir / "restarts.json").exists():  # --restarts: the starts not chosen trained too
-        starts = json.loads((run_dir / "restarts.json").read_text())["starts"]
-        others = [_training_time(run_dir / s["folder"]) for s in starts if not s["chosen"]]
-        result["train_seconds"] += sum(seconds for seconds, _ in others)
-        result["epochs"] = f"{sum(epochs for _, epochs in others)} + {result['epochs']}"
-    if config.init_from is not None:
-        seconds, epochs = _training_time(Path(config.init_from))
-        result["train_seconds"] += seconds
-        result["epochs"] = f"{epochs} + {result['epochs']}"
+    result["train_seconds"], result["epochs"] = _training_time(run_dir, config.init_from)
     return result
 
 
@@ -289,9 +293,21 @@ def _check_warm_start_source(run_dir: Path, source: Path) -> None:
         )
 
 
-def _training_time(run_dir: Path) -> tuple[float, int]:
+def _training_time(run_dir: Path, init_from: str | None = None) -> tuple[float, int | str]:
+    """Seconds of optimisation steps and epochs of a run: its own epochs, after those of the
+    starts its ``--restarts`` did not choose, after those of the run it was warm-started from
+    (``init_from``, with that run's own restarts); epochs read "others + own" when there are any."""
     metrics = read_jsonl(run_dir / "metrics.jsonl")
-    return sum(m["train_seconds"] for m in metrics), len(metrics)
+    seconds, epochs = sum(m["train_seconds"] for m in metrics), len(metrics)
+    if (run_dir / "restarts.json").exists():  # --restarts: the starts not chosen trained too
+        starts = json.loads((run_dir / "restarts.json").read_text())["starts"]
+        others = [_training_time(run_dir / s["folder"]) for s in starts if not s["chosen"]]
+        seconds += sum(t for t, _ in others)
+        epochs = f"{sum(int(e) for _, e in others)} + {epochs}"
+    if init_from is not None:
+        t, e = _training_time(Path(init_from))
+        seconds, epochs = seconds + t, f"{e} + {epochs}"
+    return seconds, epochs
 
 
 def train_minutes(results: list[dict[str, Any]]) -> float:

@@ -96,7 +96,7 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     for heading in ("## Clustering", "## Likelihood", "## Aggregate posterior", "## From scratch"):
         assert heading in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    # 9 models with their own clusters + 2 baselines on the standard VAE; 14 likelihood rows; 14 aggregate rows
+    # 10 models with their own clusters + 2 baselines on each standard VAE; 14 likelihood rows; 14 aggregate rows
     for start in (
         "| gmm-full x gaussian, warm start | the model's own (most probable y) (K = 10)",
         "| gmm-full x gaussian, warm start, uniform weights | the model's own (most probable y) (K = 10)",
@@ -117,6 +117,12 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
         (out / "clustering" / "dilokthanakul-k-16-best-of-4-starts" / "seed0" / "restarts.json").read_text()
     )
     assert len(record["starts"]) == 4 and sum(s["chosen"] for s in record["starts"]) == 1
+    # warm-started from the best of 4 standard VAEs: its epochs and minutes count all four
+    best_vae = (
+        "| gmm-full x gaussian, warm start from the best of 4 starts, uniform, 10 fits | the model's own"
+    )
+    assert "| 6 + 2 + 2 |" in next(r for r in rows if r.startswith(best_vae))
+    assert sum(r.startswith("| standard x gaussian, best of 4 starts | ") for r in rows) == 2  # k-means, GMM
     # the from-scratch rows name the recipe they ran, as flags, and draw their learning curves
     scratch = {r.split(" | ")[0][2:]: r for r in rows if "`--prior" in r}
     assert list(scratch) == [
@@ -151,10 +157,10 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
             assert (config["objective"], config["particles"]) == ("iwae", k)
     # every seed is a run folder that mixvae commands can open again
     evaluations = sorted(out.glob("*/*/seed*/evaluation.json"))
-    assert len(evaluations) == 2 * (11 + 14 + 4)
+    assert len(evaluations) == 2 * (13 + 14 + 4)
     # the warm-started runs record the run they started from
     origins = list(out.glob("clustering/gmm-full-*/seed*/init_from.json"))
-    assert len(origins) == 4 * 2
+    assert len(origins) == 5 * 2
     fits = out / "clustering" / "gmm-full-x-gaussian-warm-start-uniform-weights-best-of-10-fits"
     vade = out / "clustering" / "gmm-full-x-gaussian-warm-start-uniform-weights-10-fits-vade-s-learning-rate"
     lrs = [json.loads(line)["lr"] for line in (vade / "seed0" / "metrics.jsonl").read_text().splitlines()]
@@ -164,7 +170,10 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
         assert [f["gmm_seed"] for f in recorded] == list(range(seed, seed + 10))
     for origin in origins:
         seed = origin.parent.name.removeprefix("seed").split("-")[0]
-        source = out / "clustering" / "standard-x-gaussian" / f"seed{seed}"
+        vae = "standard-x-gaussian" + (
+            "-best-of-4-starts" if "best-of-4" in origin.parent.parent.name else ""
+        )
+        source = out / "clustering" / vae / f"seed{seed}"
         assert json.loads(origin.read_text())["run"] == str(source.resolve())
     for seed in (0, 1):
         uniform = out / "clustering" / "gmm-full-x-gaussian-warm-start-uniform-weights" / f"seed{seed}"
@@ -287,6 +296,8 @@ def test_results_rows_selects_rows_and_the_runs_they_start_from(capsys):
         ("clustering", "gmm-full x gaussian, warm start, uniform weights"),
         ("clustering", "gmm-full x gaussian, warm start, uniform weights, best of 10 fits"),
         ("clustering", "gmm-full x gaussian, warm start, uniform weights, 10 fits, VaDE's learning rate"),
+        ("clustering", "standard x gaussian, best of 4 starts"),
+        ("clustering", "gmm-full x gaussian, warm start from the best of 4 starts, uniform, 10 fits"),
     ]
     chosen = [(t, s.name) for t, s, _ in results.select_rows(plan, ["data init", "gmm x gaussian"])]
     assert chosen == [
