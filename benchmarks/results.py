@@ -10,7 +10,8 @@ Trains and evaluates, for every seed:
   ``--init-from``, fine-tuned for ``--warm-epochs``), with learned and with
   uniform mixing weights (``--mixture-weights uniform``), the latter also with the
   prior fitted 10 times (``--init-fits 10``), with VaDE's learning-rate schedule and
-  warm-started from the best of 4 standard VAEs by their training ELBO (``--restarts 4``);
+  warm-started from the best of 4 standard VAEs by their training ELBO (``--restarts 4``),
+  and fine-tuned from the best of 4 starts of 20 epochs by the same ELBO;
 * likelihood (latent 40, dynamically binarised, as in the VampPrior paper):
   the ``standard``, ``gmm`` and ``vampprior`` priors, each with the
   ``gaussian`` and the ``mixture`` guide, the same epochs for all; the
@@ -146,6 +147,12 @@ CLUSTERING = [
             "init_from": "{out}/standard-x-gaussian-best-of-4-starts/seed{seed}",
         },
     ),
+    # the best-of-10-fits row fine-tuned from 4 starts (each its own seed: its own 10 fits, batch
+    # order and binarisation) for 20 epochs, the one with the best training ELBO trained on
+    Setup(
+        "gmm-full x gaussian, warm start, uniform, 10 fits, best of 4 fine-tunings",
+        {**WARM_UNIFORM, "init_fits": 10, "restarts": 4, "restart_epochs": 20},
+    ),
 ]
 LIKELIHOOD = (
     [
@@ -218,6 +225,9 @@ def run_one(
     longer = False  # a finished run asked to train for more epochs: continue it
     if (run_dir / "config.json").exists():
         stored = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        if stored.restarts > 1 and stored.restart_epochs == stored.epochs < config.restart_epochs:
+            # its starts were cut to a shorter budget and are done: a longer one trains the chosen on
+            config = dataclasses.replace(config, restart_epochs=stored.restart_epochs)
         same = dataclasses.replace(  # (--eval-every only decides which epochs are scored;
             stored,  # a copied or moved folder records where it was trained)
             out=config.out,

@@ -123,6 +123,9 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     )
     assert "| 6 + 2 + 2 |" in next(r for r in rows if r.startswith(best_vae))
     assert sum(r.startswith("| standard x gaussian, best of 4 starts | ") for r in rows) == 2  # k-means, GMM
+    # fine-tuned from the best of 4 starts: the VAE's epochs, the 3 other starts', the run's
+    tunings = "| gmm-full x gaussian, warm start, uniform, 10 fits, best of 4 fine-tunings | the model's own"
+    assert "| 2 + 6 + 2 |" in next(r for r in rows if r.startswith(tunings))
     # the from-scratch rows name the recipe they ran, as flags, and draw their learning curves
     scratch = {r.split(" | ")[0][2:]: r for r in rows if "`--prior" in r}
     assert list(scratch) == [
@@ -157,10 +160,10 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
             assert (config["objective"], config["particles"]) == ("iwae", k)
     # every seed is a run folder that mixvae commands can open again
     evaluations = sorted(out.glob("*/*/seed*/evaluation.json"))
-    assert len(evaluations) == 2 * (13 + 14 + 4)
+    assert len(evaluations) == 2 * (14 + 14 + 4)
     # the warm-started runs record the run they started from
     origins = list(out.glob("clustering/gmm-full-*/seed*/init_from.json"))
-    assert len(origins) == 5 * 2
+    assert len(origins) == 6 * 2
     fits = out / "clustering" / "gmm-full-x-gaussian-warm-start-uniform-weights-best-of-10-fits"
     vade = out / "clustering" / "gmm-full-x-gaussian-warm-start-uniform-weights-10-fits-vade-s-learning-rate"
     lrs = [json.loads(line)["lr"] for line in (vade / "seed0" / "metrics.jsonl").read_text().splitlines()]
@@ -171,7 +174,7 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     for origin in origins:
         seed = origin.parent.name.removeprefix("seed").split("-")[0]
         vae = "standard-x-gaussian" + (
-            "-best-of-4-starts" if "best-of-4" in origin.parent.parent.name else ""
+            "-best-of-4-starts" if "from-the-best-of-4" in origin.parent.parent.name else ""
         )
         source = out / "clustering" / vae / f"seed{seed}"
         assert json.loads(origin.read_text())["run"] == str(source.resolve())
@@ -193,6 +196,13 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
         assert epochs == [1, 2, 3]
         assert json.loads((warm / "evaluation.json").read_text())["epoch"] == 3
     assert "| 2 + 3 |" in (out / "results.md").read_text()
+    # ... and the fine-tuning restarts cut to the shorter budget: their choice stands, it trains on
+    tuned = (
+        out / "clustering" / "gmm-full-x-gaussian-warm-start-uniform-10-fits-best-of-4-fine-tunings" / "seed0"
+    )
+    assert json.loads((tuned / "config.json").read_text())["restart_epochs"] == 2
+    assert json.loads((tuned / "evaluation.json").read_text())["epoch"] == 3
+    assert "| 2 + 6 + 3 |" in (out / "results.md").read_text()
     # the curves of runs measured earlier join the figure and its CSV (--curves-from)
     earlier = tmp_path / "earlier.csv"
     earlier.write_text(
@@ -298,6 +308,7 @@ def test_results_rows_selects_rows_and_the_runs_they_start_from(capsys):
         ("clustering", "gmm-full x gaussian, warm start, uniform weights, 10 fits, VaDE's learning rate"),
         ("clustering", "standard x gaussian, best of 4 starts"),
         ("clustering", "gmm-full x gaussian, warm start from the best of 4 starts, uniform, 10 fits"),
+        ("clustering", "gmm-full x gaussian, warm start, uniform, 10 fits, best of 4 fine-tunings"),
     ]
     chosen = [(t, s.name) for t, s, _ in results.select_rows(plan, ["data init", "gmm x gaussian"])]
     assert chosen == [
