@@ -96,7 +96,7 @@ def test_results_smoke_writes_the_three_tables(tmp_path):
     for heading in ("## Clustering", "## Likelihood", "## Aggregate posterior", "## From scratch"):
         assert heading in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    # 10 models with their own clusters + 2 baselines on each standard VAE; 14 likelihood rows; 14 aggregate rows
+    # 12 models with their own clusters + 2 baselines on each of 2 standard VAEs; 14 likelihood, 14 aggregate rows
     for start in (
         "| gmm-full x gaussian, warm start | the model's own (most probable y) (K = 10)",
         "| gmm-full x gaussian, warm start, uniform weights | the model's own (most probable y) (K = 10)",
