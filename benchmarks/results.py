@@ -75,7 +75,7 @@ from mixvae.data import Dataset
 from mixvae.evaluation.evaluate import evaluate_run
 from mixvae.evaluation.sample_quality import fit_sample_classifier
 from mixvae.figures.training import plot_clustering_curves
-from mixvae.runs import read_jsonl, write_json, write_text
+from mixvae.runs import read_jsonl, write_bytes, write_json, write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recipes import SCRATCH_ROWS, recipe_flags  # the script's own folder
@@ -243,7 +243,7 @@ def run_one(
                 f"{run_dir} holds a run with other settings; use another --out or delete that folder"
             )
     if config.init_from is not None and (run_dir / "init_from.json").exists():
-        _check_warm_start_source(run_dir, Path(config.init_from))
+        _check_warm_start_source(run_dir, Path(config.init_from), gone_ok=report_only)
     done = run_dir / "evaluation.json"
     if longer and not report_only:
         # the evaluation and summary are of the shorter run; resume() trains up to config.epochs
@@ -291,11 +291,15 @@ def _moved(path: str | None, before: Path, now: Path) -> str | None:
     return str(now / Path(path).relative_to(before))
 
 
-def _check_warm_start_source(run_dir: Path, source: Path) -> None:
-    """A warm-started run is reused only while the run it started from is the one it read."""
+def _check_warm_start_source(run_dir: Path, source: Path, gone_ok: bool = False) -> None:
+    """A warm-started run is reused only while the run it started from is the one it read; with
+    ``gone_ok`` (``--report-only``: nothing trains from it) a source without its checkpoint, such as
+    a record kept by ``--records``, is not checked."""
     recorded = json.loads((run_dir / "init_from.json").read_text())["checkpoint_sha256"]
     checkpoint = source / "checkpoint.pt"
     now = hashlib.sha256(checkpoint.read_bytes()).hexdigest() if checkpoint.exists() else None
+    if now is None and gone_ok:
+        return
     if now != recorded:
         raise SystemExit(
             f"{run_dir} was warm-started from a {source} that has since changed or gone; "
@@ -318,6 +322,20 @@ def _training_time(run_dir: Path, init_from: str | None = None) -> tuple[float, 
         t, e = _training_time(Path(init_from))
         seconds, epochs = seconds + t, f"{e} + {epochs}"
     return seconds, epochs
+
+
+def keep_record(run_dir: Path, record: Path) -> None:
+    """Copy the record of an evaluated run -- its JSON files: config, metrics, evaluation, summary,
+    the warm start's source and the starts of ``--restarts``; no checkpoint, no manifest, so it is not
+    a run folder -- into ``record``, where ``--out RECORDS --report-only`` tabulates it again on a
+    machine that no longer has the run folders (kilobytes a run: small enough to commit)."""
+    if record.resolve() == run_dir.resolve():
+        return
+    for path in sorted(run_dir.rglob("*")):
+        if path.is_file() and path.suffix in (".json", ".jsonl") and path.name != "mixvae-run.json":
+            target = record / path.relative_to(run_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes(target, path.read_bytes())
 
 
 def train_minutes(results: list[dict[str, Any]]) -> float:
@@ -759,6 +777,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder of the runs and of results.md (default: results, or results-smoke)",
     )
     parser.add_argument(
+        "--records",
+        default=None,
+        help="also copy the record of every evaluated run (its JSON files, no checkpoint) into this "
+        "folder, laid out as --out: `--out RECORDS --report-only` tabulates them where the run "
+        "folders are gone (benchmarks/records/ keeps those behind the README's newest numbers)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=2, help="torch threads (1 leaves a core free for other work)"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny data and networks (CI)")
@@ -926,6 +951,8 @@ def main(argv: list[str] | None = None) -> int:
             if r is None:
                 continue
             results.append(r)
+            if args.records:
+                keep_record(Path(r["run_dir"]), Path(args.records) / table / setup.slug / f"seed{seed}")
             cl = r.get("clustering", {})
             shown = cl.get("model") or cl.get("kmeans") or {}
             print(

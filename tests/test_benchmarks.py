@@ -352,6 +352,44 @@ def test_results_tabulates_a_moved_results_folder(tmp_path):
     assert "| gmm-full x gaussian, warm start, uniform weights | the model's own" in text
 
 
+def test_results_records_tabulate_without_the_run_folders(tmp_path):
+    """--records keeps each evaluated run's JSON files (no checkpoint); with the run folders gone
+    (a new machine), --out RECORDS --report-only writes the same tables, warm starts and the
+    starts of --restarts included."""
+    import shutil
+
+    import torch
+
+    results = _results_module()
+    threads = torch.get_num_threads()
+    argv = ["--smoke", "--only", "clustering", "--seeds", "2", "--threads", str(threads)]
+    argv += ["--rows", "warm start, uniform weights", "dilokthanakul, K = 10, best of 4 starts"]
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    try:
+        assert results.main([*argv, "--out", str(runs), "--records", str(records)]) == 0
+        measured = (runs / "results.md").read_text()
+        shutil.rmtree(runs)
+        assert results.main([*argv, "--out", str(records), "--report-only"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    kept = {p.relative_to(records).as_posix() for p in records.rglob("*") if p.is_file()}
+    assert not [p for p in kept if p.endswith((".pt", ".lock")) or p.endswith("mixvae-run.json")]
+    starts = "clustering/dilokthanakul-k-10-best-of-4-starts/seed1/"
+    assert f"{starts}restarts.json" in kept and sum(p.startswith(starts + "restarts/") for p in kept) >= 4
+    text = (records / "results.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "seeds)" not in line]
+    for start in (
+        "| standard x gaussian | full-covariance GMM on encoder means (K = 10)",
+        "| gmm-full x gaussian, warm start, uniform weights | the model's own",
+        "| gmm-full x gaussian, warm start, uniform weights, best of 10 fits | the model's own",
+        "| dilokthanakul, K = 10, best of 4 starts | the model's own",
+    ):
+        assert sum(r.startswith(start) for r in rows) == 1, start
+    # every number as the run folders gave it: the tables are the same, line for line
+    assert text.split("## Clustering")[1] == measured.split("## Clustering")[1]
+    assert "| 2 + 2 |" in text and "| 6 + 2 |" in text  # the warm start's and the starts' epochs
+
+
 def test_plain_conv_reference_smoke():
     """The plain-PyTorch conv VAE trains and scores itself (logistic: bits per dimension)."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "plain_conv.py"), *SCRIPTS["plain_conv.py"]]
