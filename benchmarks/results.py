@@ -326,8 +326,8 @@ def _training_time(run_dir: Path, init_from: str | None = None) -> tuple[float, 
 
 def keep_record(run_dir: Path, record: Path) -> None:
     """Copy the record of an evaluated run -- its JSON files: config, metrics, evaluation, summary,
-    the warm start's source and the starts of ``--restarts``; no checkpoint, no manifest, so it is not
-    a run folder -- into ``record``, where ``--out RECORDS --report-only`` tabulates it again on a
+    where it was warm-started from (``init_from.json``) and the starts of ``--restarts``; no
+    checkpoint, no manifest, so it is not a run folder -- into ``record``, where ``--out RECORDS --report-only`` tabulates it again on a
     machine that no longer has the run folders (kilobytes a run: small enough to commit)."""
     if record.resolve() == run_dir.resolve():
         return
@@ -971,6 +971,10 @@ def main(argv: list[str] | None = None) -> int:
             run_plain(common["likelihood"], data, out / "likelihood", seed, args) for seed in args.seed_list
         ]
         plain = [r for r in plain if r is not None]
+        for seed in args.seed_list if args.records else ():
+            ran = out / "likelihood" / "plain-pytorch-conv-vae" / f"seed{seed}"
+            if (ran / "result.json").exists():
+                keep_record(ran, Path(args.records) / "likelihood" / ran.parent.name / ran.name)
     if tables["scratch"] or args.curves_from:
         write_curves(tables["scratch"], out / "scratch-curves.png", args.curves_from)
     if args.curves and tables["clustering"]:
