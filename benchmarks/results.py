@@ -34,7 +34,9 @@ log p(x), nats) and the aggregate-posterior table of the likelihood runs
 the aggregate posterior and a post-hoc GMM).  Every run is an ordinary mixvae
 run folder under ``--out`` (``mixvae evaluate`` / ``mixvae sample`` work on
 it); a run whose ``evaluation.json`` exists is not trained again, so an
-interrupted invocation continues where it stopped.
+interrupted invocation continues where it stopped.  ``--records DIR`` also keeps
+each evaluated run's record (its JSON files, no checkpoint), which ``--out DIR
+--report-only`` tabulates again where the run folders are gone.
 
     python benchmarks/results.py --data-dir ../shared/data/mnist --seeds 5
     python benchmarks/results.py --dataset cifar10 --network conv --only likelihood --plain-reference
