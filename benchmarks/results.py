@@ -327,10 +327,11 @@ def _training_time(run_dir: Path, init_from: str | None = None) -> tuple[float, 
 
 
 def keep_record(run_dir: Path, record: Path) -> None:
-    """Copy the record of an evaluated run -- its JSON files: config, metrics, evaluation, summary,
-    where it was warm-started from (``init_from.json``) and the starts of ``--restarts``; no
-    checkpoint, no manifest, so it is not a run folder -- into ``record``, where ``--out RECORDS --report-only`` tabulates it again on a
-    machine that no longer has the run folders (kilobytes a run: small enough to commit)."""
+    """Copy the record of an evaluated run -- its JSON files: config, metrics, evaluation,
+    summary, where it was warm-started from (``init_from.json``) and the starts of ``--restarts``;
+    no checkpoint, no manifest, so it is not a run folder -- into ``record``, where ``--out RECORDS
+    --report-only`` tabulates it again on a machine that no longer has the run folders
+    (kilobytes a run: small enough to commit)."""
     if record.resolve() == run_dir.resolve():
         return
     for path in sorted(run_dir.rglob("*")):
@@ -850,18 +851,19 @@ def run_plain(
         binarize=config.binarize,
     )
     path = out / "plain-pytorch-conv-vae" / f"seed{seed}" / "result.json"
-    if path.exists() and json.loads(path.read_text())["settings"] == {
-        **settings,
-        "num_points": len(data.test_x),
-    }:
-        return json.loads(path.read_text())
-    if args.report_only:
+    wanted = {**settings, "num_points": len(data.test_x)}
+    if path.exists() and json.loads(path.read_text())["settings"] == wanted:
+        result = json.loads(path.read_text())
+    elif args.report_only:
         return None
-    result = train_plain(data, **settings)
-    result["settings"] = {**settings, "num_points": len(data.test_x)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, result)
-    print(f"plain-PyTorch conv VAE seed {seed}: log p(x) {result['log_likelihood']:.2f}", flush=True)
+    else:
+        result = train_plain(data, **settings)
+        result["settings"] = wanted
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, result)
+        print(f"plain-PyTorch conv VAE seed {seed}: log p(x) {result['log_likelihood']:.2f}", flush=True)
+    if args.records:  # kept with the runs' records, in the same layout
+        keep_record(path.parent, Path(args.records) / out.name / path.parent.parent.name / path.parent.name)
     return result
 
 
@@ -973,10 +975,6 @@ def main(argv: list[str] | None = None) -> int:
             run_plain(common["likelihood"], data, out / "likelihood", seed, args) for seed in args.seed_list
         ]
         plain = [r for r in plain if r is not None]
-        for seed in args.seed_list if args.records else ():
-            ran = out / "likelihood" / "plain-pytorch-conv-vae" / f"seed{seed}"
-            if (ran / "result.json").exists():
-                keep_record(ran, Path(args.records) / "likelihood" / ran.parent.name / ran.name)
     if tables["scratch"] or args.curves_from:
         write_curves(tables["scratch"], out / "scratch-curves.png", args.curves_from)
     if args.curves and tables["clustering"]:
